@@ -1,0 +1,1 @@
+"""Score cache: content hashes and Redis-held model scores."""

@@ -1,0 +1,1 @@
+"""Decisions: the one message per post published to the decisions topic."""

@@ -1,0 +1,42 @@
+"""Wire model of the decisions topic (DESIGN.md: Decision)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from moderator.model.base import ModelInfo
+from moderator.policy.engine import Reason
+from moderator.policy.schema import Action
+
+
+class DecisionSource(StrEnum):
+    """Where the scores behind a decision came from."""
+
+    MODEL = "model"
+    CACHE = "cache"
+    REVIEWER = "reviewer"
+
+
+class PolicyRef(BaseModel):
+    """Which policy decided."""
+
+    name: str
+    version: str
+
+
+class Decision(BaseModel):
+    """The moderation outcome for one post."""
+
+    post_id: str
+    action: Action
+    scores: dict[str, float]
+    reasons: list[Reason]
+    policy: PolicyRef
+    model: ModelInfo
+    source: DecisionSource
+    trace_id: str | None = None
+    latency_ms: float
+    decided_at: datetime

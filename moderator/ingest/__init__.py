@@ -1,0 +1,1 @@
+"""Ingest: turn raw Kafka records into validated posts or dead letters."""

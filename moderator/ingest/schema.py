@@ -1,0 +1,74 @@
+"""Wire models of the posts topic and its dead-letter topic (DESIGN.md: Post, DeadLetter)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ImageRef(BaseModel):
+    """An image carried inline (base64) or by URL; exactly one of the two."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data_b64: str | None = None
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageRef:
+        if (self.data_b64 is None) == (self.url is None):
+            raise ValueError("image needs exactly one of data_b64 or url")
+        return self
+
+
+class Post(BaseModel):
+    """A user upload to moderate. Unknown top-level fields are kept in ``metadata``."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+
+    post_id: str = Field(min_length=1, max_length=256)
+    user_id: str = Field(min_length=1, max_length=256)
+    text: str | None = None
+    image: ImageRef | None = None
+    created_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _has_content(self) -> Post:
+        if not self.text and self.image is None:
+            raise ValueError("a post needs text or an image")
+        extra = self.__pydantic_extra__ or {}
+        for key in list(extra):
+            self.metadata.setdefault(key, extra.pop(key))
+        return self
+
+
+class DeadLetterReason(StrEnum):
+    """Why a record could not be moderated. Stable strings: consumers of the DLQ match on them."""
+
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    TEXT_TOO_LONG = "text_too_long"
+    IMAGE_DECODE = "image_decode"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_UNSUPPORTED = "image_unsupported"
+    URL_BLOCKED = "url_blocked"
+    URL_FETCH_FAILED = "url_fetch_failed"
+    MODEL_ERROR = "model_error"
+
+
+class DeadLetter(BaseModel):
+    """A record that could not be moderated, with the original bytes so it can be replayed."""
+
+    reason: DeadLetterReason
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    post_id: str | None = None
+    payload_b64: str
+    failed_at: datetime

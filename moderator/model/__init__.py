@@ -1,0 +1,1 @@
+"""Model layer: encoders plus task heads that turn a post into per-category scores."""

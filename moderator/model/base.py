@@ -1,0 +1,71 @@
+"""The contract between the pipeline and any classifier: lists in, lists of scores out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+from pydantic import BaseModel, Field
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a classifier sees of one post: its text and its decoded RGB image, either may be absent."""
+
+    text: str | None
+    image: Image.Image | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class CategorySpec:
+    """One category to score, with the natural-language prompts that describe it (zero-shot heads)."""
+
+    name: str
+    prompts: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The categories a classifier scores, and the prompts describing benign content (the baseline)."""
+
+    categories: tuple[CategorySpec, ...]
+    neutral_prompts: tuple[str, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the prompts: part of the model version, so a prompt edit re-scores.
+
+        Thresholds are not part of it, so threshold-only policy edits keep the cache warm.
+        """
+        payload = {
+            "categories": [[c.name, list(c.prompts)] for c in self.categories],
+            "neutral": list(self.neutral_prompts),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class ModelInfo(BaseModel):
+    """Name and version of the scoring model as written into decisions and cache keys."""
+
+    name: str
+    version: str
+    components: dict[str, str] = Field(default_factory=dict)
+
+
+class Classifier(Protocol):
+    """Scores a batch of posts. Implementations are synchronous; the pipeline calls them off the event loop."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
+        """Return one ``{category: score in [0, 1]}`` per input, in order."""
+        ...

@@ -1,0 +1,55 @@
+"""The one settings object: environment variables with the MODERATOR_ prefix, and a .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration. Every field maps to MODERATOR_<FIELD_NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="MODERATOR_", env_file=".env", extra="ignore")
+
+    # Endpoints. Empty means "not configured": the demo and tests then start embedded servers.
+    kafka_bootstrap: str = ""
+    redis_url: str = ""
+
+    input_topic: str = "posts"
+    output_topic: str = "decisions"
+    dlq_topic: str = "posts.dlq"
+    consumer_group: str = "moderator"
+    create_topics: bool = Field(True, description="Create missing topics at start-up.")
+    topic_partitions: int = 3
+    # Idempotent producer: on against real Kafka; Tansu (the embedded broker) does not support it.
+    kafka_idempotent_producer: bool = False
+    kafka_client_id: str = "moderator"
+
+    policy_dir: Path = Path("policies")
+    model: str = Field("", description="CLIP/SigLIP directory or hub name; empty = packaged offline stack.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    heads_dir: Path | None = Field(None, description="Directory of trained task heads (safetensors).")
+
+    max_batch: int = Field(32, ge=1)
+    max_wait_ms: float = Field(20.0, ge=0)
+    # Backpressure: posts consumed but not yet committed before partitions are paused.
+    max_in_flight: int = Field(512, ge=1)
+    fetch_max_records: int = Field(256, ge=1)
+    commit_interval_ms: float = Field(500.0, ge=0)
+
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+
+    # Input limits (hostile input protection).
+    max_text_chars: int = 20_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 20_000
+    url_fetch_timeout_s: float = 5.0
+    url_allow_private: bool = Field(False, description="Allow image URLs on loopback/private ranges (tests only).")
+
+    review_host: str = "127.0.0.1"
+    review_port: int = 8080
