@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # Idempotent producer: on against real Kafka; Tansu (the embedded broker) does not support it.
     kafka_idempotent_producer: bool = False
     kafka_client_id: str = "moderator"
+    # The broker holds a group join for about half the session timeout; tests shorten it.
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 3_000
+    kafka_retry_backoff_max_s: float = 5.0
 
     policy_dir: Path = Path("policies")
     model: str = Field("", description="CLIP/SigLIP directory or hub name; empty = packaged offline stack.")

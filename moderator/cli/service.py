@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import typer
+
+from moderator.settings import Settings
+
+
+def serve(
+    log_level: str = typer.Option("INFO", help="Python logging level."),
+) -> None:
+    """Run the service against the configured Kafka and Redis (MODERATOR_* settings)."""
+    from moderator.runner import build_service, run_service
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    if not settings.kafka_bootstrap:
+        raise typer.BadParameter("set MODERATOR_KAFKA_BOOTSTRAP (or use `moderator demo` for embedded servers)")
+    asyncio.run(run_service(build_service(settings)))
+
+
+def demo(
+    count: int = typer.Option(24, "--count", "-n", min=1, help="Sample posts to produce before exiting."),
+) -> None:
+    """Start an embedded broker and Redis, the service, produce sample posts and print their decisions."""
+    from moderator.demo import demo as run
+
+    run(Settings(), count)
 
 
 def register(app: typer.Typer) -> None:
     """Add the service commands to the CLI."""
+    app.command()(serve)
+    app.command()(demo)

@@ -1,0 +1,117 @@
+"""An adaptive micro-batcher in the style of Ray Serve's ``@serve.batch``.
+
+A batch closes when it holds ``max_batch`` items or ``max_wait_ms`` after its first item arrived,
+whichever comes first. While one batch runs, new items queue up, so under load batches grow on
+their own towards ``max_batch`` and at low load an item waits at most ``max_wait_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BatchFn = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+@dataclass
+class BatchStats:
+    """Counters a test or metric exporter can read."""
+
+    batches: int = 0
+    items: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.items += size
+        if len(self.sizes) < 10_000:
+            self.sizes.append(size)
+
+
+class MicroBatcher(Generic[T, R]):
+    """Turn ``fn(list[T]) -> list[R | Exception]`` into ``await submit(T) -> R``.
+
+    An exception in a result slot is raised to that item's caller only; an exception raised by
+    ``fn`` itself fails every item of that batch.
+    """
+
+    def __init__(self, fn: BatchFn[T, R], max_batch: int, max_wait_ms: float,
+                 on_batch: Callable[[int, float], None] | None = None) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._fn = fn
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.stats = BatchStats()
+
+    async def submit(self, item: T) -> R:
+        """Queue one item and wait for its result."""
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(), name="micro-batcher")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch = [await self._queue.get()]
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            live = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            if not live:
+                continue
+            self.stats.record(len(live))
+            started = loop.time()
+            try:
+                results = await self._fn([item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
+            except Exception as exc:  # noqa: BLE001 - delivered to every caller of this batch
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(live), loop.time() - started)
+            for (_, fut), result in zip(live, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+    async def close(self) -> None:
+        """Stop the worker; items still queued fail with CancelledError."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while not self._queue.empty():
+            _, fut = self._queue.get_nowait()
+            fut.cancel()

@@ -1,0 +1,98 @@
+"""Kafka plumbing in one place: clients from settings, topic creation, publishing with retry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from moderator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas; idempotent only where the broker supports it."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=settings.kafka_client_id,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotent_producer,
+        linger_ms=5,  # lets concurrent per-post publishes share one produce request
+        request_timeout_ms=15_000,
+    )
+
+
+def make_consumer(settings: Settings, *topics: str, group_id: str | None = None) -> AIOKafkaConsumer:
+    """A group consumer with manual commits: offsets move only after the decision is published."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=settings.kafka_client_id,
+        group_id=group_id if group_id is not None else settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_partition_fetch_bytes=settings.max_message_bytes,
+        fetch_max_bytes=max(settings.max_message_bytes, 52_428_800),
+    )
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the input, output and dead-letter topics if they do not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id=settings.kafka_client_id)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+        missing = [NewTopic(t, settings.topic_partitions, 1) for t in wanted if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another replica created it first
+            log.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+async def start_with_retry(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient,
+                           settings: Settings, stopping: asyncio.Event | None = None) -> None:
+    """Start a client, retrying with exponential backoff while the broker is unreachable."""
+    delay = 0.2
+    while True:
+        try:
+            await client.start()
+            return
+        except KafkaError as exc:
+            if stopping is not None and stopping.is_set():
+                raise
+            log.warning("broker unavailable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.kafka_retry_backoff_max_s)
+
+
+async def send_with_retry(producer: AIOKafkaProducer, topic: str, value: bytes, key: bytes | None,
+                          headers: Headers, max_backoff_s: float, stopping: asyncio.Event | None = None) -> None:
+    """Publish one message and wait for the broker's acknowledgement, retrying transient failures.
+
+    Gives up only when the service is stopping; the caller then leaves the offset uncommitted so the
+    record is redelivered (at-least-once).
+    """
+    delay = 0.1
+    while True:
+        try:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            return
+        except KafkaError as exc:
+            if stopping is not None and stopping.is_set():
+                raise
+            log.warning("publish to %s failed (%s); retrying in %.1fs", topic, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)

@@ -1,0 +1,43 @@
+"""Redis score cache: model scores keyed by model version + content hash.
+
+Scores, not decisions, are cached: a policy edit re-decides from cached scores without touching
+the model, and a new model or head version simply starts a fresh key space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import orjson
+from redis.asyncio import Redis
+
+Scores = dict[str, float]
+
+
+class ScoreCache:
+    """Batched get/set of per-post scores in Redis."""
+
+    def __init__(self, redis: Redis, ttl_s: int, namespace: str = "moderator:scores") -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.namespace = namespace
+
+    def key(self, model_version: str, content_hash: str) -> str:
+        """The Redis key of one post's scores under one model version."""
+        return f"{self.namespace}:{model_version}:{content_hash}"
+
+    async def get_many(self, model_version: str, hashes: Sequence[str]) -> list[Scores | None]:
+        """One MGET for a batch of lookups; ``None`` where not cached."""
+        if not hashes:
+            return []
+        raw = await self.redis.mget([self.key(model_version, h) for h in hashes])
+        return [orjson.loads(value) if value is not None else None for value in raw]
+
+    async def set_many(self, model_version: str, scores: Mapping[str, Scores]) -> None:
+        """Store a batch of scores in one pipelined round trip."""
+        if not scores:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for content_hash, value in scores.items():
+                pipe.set(self.key(model_version, content_hash), orjson.dumps(value), ex=self.ttl_s)
+            await pipe.execute()

@@ -1,0 +1,105 @@
+"""`moderator demo`: embedded broker + Redis, the service, sample posts, decisions printed live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import tempfile
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+
+from moderator.broker import ensure_topics
+from moderator.client import produce, read_topic
+from moderator.embedded.servers import embedded_stack
+from moderator.runner import build_service, run_service
+from moderator.samples import malformed_records, records_for, sample_posts
+from moderator.settings import Settings
+
+ACTION_STYLE = {"allow": "green", "review": "yellow", "block": "bold red"}
+
+
+def _line(value: dict[str, object]) -> str:
+    """One decision as a console line: id, action, top scores, rules fired, source, latency."""
+    scores = value.get("scores")
+    top = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:2] if isinstance(scores, dict) else []
+    reasons = value.get("reasons")
+    rules = ",".join(r["rule"] for r in reasons) if isinstance(reasons, list) and reasons else "-"
+    action = str(value.get("action"))
+    style = ACTION_STYLE.get(action, "")
+    top_text = " ".join(f"{k}={v:.2f}" for k, v in top)
+    return (f"{value.get('post_id')!s:<16} [{style}]{action:<6}[/] {top_text:<28} {rules:<30.30} "
+            f"{value.get('source')!s:<6} {value.get('latency_ms')}ms")
+
+
+async def _watch(settings: Settings, console: Console, expected_decisions: int, expected_dead: int) -> None:
+    """Print decisions and dead letters as they arrive until all expected ones were seen."""
+
+    async def decisions() -> None:
+        async for record in read_topic(settings, settings.output_topic, until_count=expected_decisions,
+                                       timeout_s=600):
+            console.print(_line(orjson.loads(record.value)), soft_wrap=True)
+
+    async def dead_letters() -> None:
+        async for record in read_topic(settings, settings.dlq_topic, until_count=expected_dead, timeout_s=600):
+            letter = orjson.loads(record.value)
+            console.print(f"[magenta]dead letter[/] {letter['reason']}: {letter['detail'][:80]}")
+
+    console.print(f"[bold]{'post_id':<16} {'action':<6} {'top scores':<28} {'rules fired':<30} source latency",
+                  soft_wrap=True)
+    await asyncio.gather(decisions(), dead_letters())
+
+
+async def run_demo(settings: Settings, count: int, console: Console) -> None:
+    """Run the whole demo inside one event loop until every sample post has its decision."""
+    await ensure_topics(settings)
+    service = build_service(settings)
+    console.print(f"model: [cyan]{service.classifier.info.name}[/] {service.classifier.info.version}")
+    service_task = asyncio.create_task(run_service(service, install_signal_handlers=False))
+    posts = sample_posts(count, seed=7, prefix="demo")
+    repeats = [{**p, "post_id": f"{p['post_id']}-repost"} for p in posts[: max(1, count // 4)]]
+    malformed = malformed_records("demo-bad")[:4]
+    watcher = asyncio.create_task(_watch(settings, console, len(posts) + len(repeats), len(malformed)))
+    await produce(settings, records_for(posts) + [m.record for m in malformed])
+    await asyncio.sleep(1.0)
+    await produce(settings, records_for(repeats))  # reposted content: served from the cache
+    try:
+        await watcher
+    finally:
+        await service.stop()
+        await service_task
+    stats = service.stats
+    console.print(f"[bold]done[/]: {sum(stats.decisions.values())} decisions {stats.decisions}, "
+                  f"dead letters {stats.dead_letters}, batches {service.model_batcher.stats.sizes[:12]}")
+
+
+def demo(settings: Settings, count: int) -> None:
+    """Start what is not configured (broker, Redis) on loopback, run the demo, stop everything."""
+    console = Console()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.ExitStack() as stack:
+        if not settings.kafka_bootstrap or not settings.redis_url:
+            logs = Path(tempfile.mkdtemp(prefix="moderator-demo-"))
+            broker, redis = stack.enter_context(embedded_stack(log_dir=logs))
+            settings = settings.model_copy(update={
+                "kafka_bootstrap": settings.kafka_bootstrap or f"127.0.0.1:{broker.port}",
+                "redis_url": settings.redis_url or f"redis://127.0.0.1:{redis.port}/0",
+                "kafka_session_timeout_ms": 2000, "kafka_heartbeat_interval_ms": 300,
+            })
+            console.print(f"embedded broker [cyan]{settings.kafka_bootstrap}[/], redis [cyan]{settings.redis_url}[/]"
+                          f" (logs in {logs})")
+        loop = asyncio.new_event_loop()
+        main = loop.create_task(run_demo(settings, count, console))
+        # Ctrl-C cancels the demo task; the finally blocks stop the service and the servers in order.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGINT, main.cancel)
+            loop.add_signal_handler(signal.SIGTERM, main.cancel)
+        try:
+            loop.run_until_complete(main)
+        except asyncio.CancelledError:
+            console.print("[yellow]interrupted[/]")
+        finally:
+            loop.close()

@@ -1,0 +1,1 @@
+"""Real servers started on loopback for the demo and tests: Tansu (Kafka API) and redis-server."""

@@ -1,0 +1,54 @@
+"""Wire a ModerationService from settings and run it until stopped (SIGINT/SIGTERM or an event)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from redis.asyncio import Redis
+
+from moderator.model.base import Classifier
+from moderator.model.loader import load_classifier
+from moderator.policy.loader import load_policy_dir
+from moderator.policy.store import PolicyStore
+from moderator.service import ModerationService, ReviewSink
+from moderator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def connect_redis(settings: Settings) -> Redis | None:
+    """A Redis client with short timeouts (a slow cache must not stall the stream), or None if unset."""
+    if not settings.redis_url:
+        log.warning("MODERATOR_REDIS_URL is not set: running without the score cache")
+        return None
+    return Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+
+def build_service(settings: Settings, classifier: Classifier | None = None,
+                  review: ReviewSink | None = None) -> ModerationService:
+    """The service with its policies, classifier and Redis connection; the classifier may be given (tests)."""
+    policies = PolicyStore(load_policy_dir(settings.policy_dir))
+    if classifier is None:
+        classifier = load_classifier(settings, policies.policies[policies.default].head_spec())
+    return ModerationService(settings, classifier, policies, connect_redis(settings), review)
+
+
+async def run_service(service: ModerationService, install_signal_handlers: bool = True) -> None:
+    """Start, run until stopped, drain, close. SIGTERM/SIGINT trigger a graceful stop."""
+    loop = asyncio.get_running_loop()
+    if install_signal_handlers:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, service.stopping.set)
+    try:
+        await service.start()
+        log.info("moderator consuming %s as group %s (model %s)", service.settings.input_topic,
+                 service.settings.consumer_group, service.classifier.info.name)
+        await service.run()
+    finally:
+        await service.close()
+        if service.redis is not None:
+            await service.redis.aclose()

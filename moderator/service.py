@@ -1,0 +1,274 @@
+"""The moderation service: consume → validate → cache lookup → batch → infer → policy → publish → commit.
+
+`ModerationService` owns the Kafka clients, the Redis connection, the classifier and the batchers,
+with one start/run/stop lifecycle. Each consumed record becomes one task that runs the data path
+top to bottom; the micro-batchers underneath turn concurrent tasks into batched Redis and model calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from moderator.batching import MicroBatcher
+from moderator.broker import ensure_topics, make_consumer, make_producer, start_with_retry
+from moderator.cache.store import Scores, ScoreCache
+from moderator.decisions.publisher import Publisher
+from moderator.decisions.schema import Decision, DecisionSource, PolicyRef
+from moderator.ingest.errors import IngestError
+from moderator.ingest.offsets import OffsetTracker
+from moderator.ingest.schema import DeadLetterReason
+from moderator.ingest.validate import IngestLimits, ValidPost, post_id_of, validate_record
+from moderator.model.base import Classifier
+from moderator.model.split import score_splitting
+from moderator.policy.engine import evaluate
+from moderator.policy.schema import Action
+from moderator.policy.store import PolicyStore
+from moderator.settings import Settings
+from moderator.telemetry.tracecontext import child_traceparent, header, trace_id_from
+
+log = logging.getLogger(__name__)
+
+
+class ReviewSink(Protocol):
+    """Where posts whose action is ``review`` go for a human decision."""
+
+    async def enqueue(self, post: ValidPost, decision: Decision) -> None: ...
+
+
+@dataclass
+class ServiceStats:
+    """Running counters, read by tests, the demo and the metrics exporter."""
+
+    consumed: int = 0
+    decisions: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in DecisionSource})
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    cache_errors: int = 0
+    commits: int = 0
+
+
+class _Revoke(ConsumerRebalanceListener):
+    def __init__(self, service: ModerationService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.service._drain_partitions(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class ModerationService:
+    """One consumer-group member of the moderation service."""
+
+    def __init__(self, settings: Settings, classifier: Classifier, policies: PolicyStore,
+                 redis: Redis | None = None, review: ReviewSink | None = None) -> None:
+        self.settings = settings
+        self.classifier = classifier
+        self.policies = policies
+        self.redis = redis
+        self.review = review
+        self.cache = ScoreCache(redis, settings.cache_ttl_s) if redis is not None else None
+        self.limits = IngestLimits.from_settings(settings)
+        self.stats = ServiceStats()
+        self.stopping = asyncio.Event()
+        self._model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.model_batcher: MicroBatcher[ValidPost, Scores] = MicroBatcher(
+            self._score_batch, settings.max_batch, settings.max_wait_ms
+        )
+        self.cache_batcher: MicroBatcher[str, Scores | None] = MicroBatcher(self._lookup_batch, 256, 1.0)
+        self._in_flight_scores: dict[str, asyncio.Future[Scores]] = {}
+        self._offsets = OffsetTracker()
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._paused = False
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.publisher: Publisher | None = None
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the broker (retrying until it is reachable) and join the consumer group."""
+        if self.settings.create_topics:
+            await ensure_topics(self.settings)
+        self.producer = make_producer(self.settings)
+        await start_with_retry(self.producer, self.settings, self.stopping)
+        self.publisher = Publisher(self.producer, self.settings.output_topic, self.settings.dlq_topic,
+                                   self.settings.kafka_retry_backoff_max_s, self.stopping)
+        self.consumer = make_consumer(self.settings)
+        self.consumer.subscribe([self.settings.input_topic], listener=_Revoke(self))
+        await start_with_retry(self.consumer, self.settings, self.stopping)
+
+    async def run(self) -> None:
+        """Consume until ``stop()`` is called, then drain what is in flight and commit."""
+        assert self.consumer is not None
+        last_commit = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.fetch_max_records)
+                for tp, records in batches.items():
+                    for record in records:
+                        self._dispatch(tp, record)
+                self._apply_backpressure()
+                if (time.monotonic() - last_commit) * 1000 >= self.settings.commit_interval_ms:
+                    await self.commit()
+                    last_commit = time.monotonic()
+        finally:
+            await self._drain_partitions(list(self._tasks))
+
+    async def stop(self) -> None:
+        """Ask ``run()`` to finish; safe to call from a signal handler."""
+        self.stopping.set()
+
+    async def close(self) -> None:
+        """Release clients and workers (after ``run()`` returned)."""
+        await self.model_batcher.close()
+        await self.cache_batcher.close()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        self._model_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ----- Kafka plumbing: dispatch, backpressure, commits, rebalances ------------------------
+
+    def _dispatch(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        self.stats.consumed += 1
+        self._offsets.add(tp, record.offset)
+        task = asyncio.create_task(self._handle(record), name=f"post {tp.partition}:{record.offset}")
+        tasks = self._tasks.setdefault(tp, set())
+        tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            tasks.discard(t)
+            if not t.cancelled() and t.exception() is None:
+                self._offsets.done(tp, record.offset)
+            elif not t.cancelled():
+                log.error("record %s:%s left uncommitted: %r", tp, record.offset, t.exception())
+
+        task.add_done_callback(finished)
+
+    def _apply_backpressure(self) -> None:
+        """Pause every assigned partition while too many records are in flight."""
+        assert self.consumer is not None
+        in_flight = self._offsets.in_flight
+        if not self._paused and in_flight >= self.settings.max_in_flight:
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+        elif self._paused and in_flight <= self.settings.max_in_flight // 2:
+            self.consumer.resume(*self.consumer.paused())
+            self._paused = False
+
+    async def commit(self) -> None:
+        """Commit every partition up to its oldest record still in flight."""
+        assert self.consumer is not None
+        offsets = {tp: o for tp, o in self._offsets.committable().items() if tp in self.consumer.assignment()}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:  # rebalance or broker outage: the records are redelivered, never lost
+            log.warning("commit failed (%s); will retry", exc)
+            return
+        self._offsets.mark_committed(offsets)
+        self.stats.commits += 1
+
+    async def _drain_partitions(self, tps: Sequence[TopicPartition]) -> None:
+        """Finish the records in flight on ``tps`` and commit them (on revoke and on shutdown)."""
+        pending = [t for tp in tps for t in self._tasks.get(tp, ())]
+        if pending:
+            await asyncio.wait(pending)
+        with contextlib.suppress(KafkaError):
+            await self.commit()
+        self._offsets.forget(tps)
+        for tp in tps:
+            self._tasks.pop(tp, None)
+
+    # ----- the data path for one record -------------------------------------------------------
+
+    async def _handle(self, record: ConsumerRecord) -> None:
+        started = time.monotonic()
+        assert self.publisher is not None
+        traceparent_in = header(record.headers, "traceparent")
+        try:
+            post = await validate_record(record.value, self.limits)
+            scores, source = await self._scores(post)
+        except IngestError as error:
+            await self.publisher.dead_letter(record, error, post_id_of(record.value))
+            self.stats.dead_letters[error.reason.value] = self.stats.dead_letters.get(error.reason.value, 0) + 1
+            return
+        policy = self.policies.select(post.post.metadata)
+        verdict = evaluate(policy, scores)
+        trace_id, traceparent_out = child_traceparent(trace_id_from(traceparent_in))
+        decision = Decision(
+            post_id=post.post.post_id, action=verdict.action, scores=scores, reasons=verdict.reasons,
+            policy=PolicyRef(name=policy.name, version=policy.version), model=self.classifier.info,
+            source=source, trace_id=trace_id, latency_ms=round((time.monotonic() - started) * 1000, 2),
+            decided_at=datetime.now(UTC),
+        )
+        if decision.action is Action.REVIEW and self.review is not None:
+            await self.review.enqueue(post, decision)
+        await self.publisher.decision(decision, traceparent_out)
+        self.stats.decisions[source.value] += 1
+
+    async def _scores(self, post: ValidPost) -> tuple[Scores, DecisionSource]:
+        """Scores from the cache, from an identical post already being scored, or from the model."""
+        cached = await self.cache_batcher.submit(post.content_hash)
+        if cached is not None:
+            return cached, DecisionSource.CACHE
+        if (shared := self._in_flight_scores.get(post.content_hash)) is not None:
+            return await asyncio.shield(shared), DecisionSource.CACHE
+        future: asyncio.Future[Scores] = asyncio.get_running_loop().create_future()
+        self._in_flight_scores[post.content_hash] = future
+        try:
+            scores = await self.model_batcher.submit(post)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here so waiters-less failures are not reported as unhandled
+            raise IngestError(DeadLetterReason.MODEL_ERROR, f"model failed on this post: {exc!r}") from exc
+        finally:
+            self._in_flight_scores.pop(post.content_hash, None)
+        future.set_result(scores)
+        return scores, DecisionSource.MODEL
+
+    # ----- batch functions (what the micro-batchers call) -------------------------------------
+
+    async def _score_batch(self, posts: Sequence[ValidPost]) -> list[Scores | Exception]:
+        """One model call for the batch (split on failure), then one pipelined cache write."""
+        inputs = [p.model_input() for p in posts]
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._model_pool, score_splitting, self.classifier.score_batch, inputs)
+        await self._store({p.content_hash: r for p, r in zip(posts, results, strict=True) if isinstance(r, dict)})
+        return results
+
+    async def _lookup_batch(self, hashes: Sequence[str]) -> list[Scores | None]:
+        if self.cache is None:
+            return [None] * len(hashes)
+        try:
+            return await self.cache.get_many(self.classifier.info.version, hashes)
+        except RedisError as exc:  # degrade: keep deciding without the cache
+            self.stats.cache_errors += 1
+            log.warning("cache lookup failed, scoring without cache: %s", exc)
+            return [None] * len(hashes)
+
+    async def _store(self, scores: dict[str, Scores]) -> None:
+        if self.cache is None:
+            return
+        try:
+            await self.cache.set_many(self.classifier.info.version, scores)
+        except RedisError as exc:
+            self.stats.cache_errors += 1
+            log.warning("cache write failed: %s", exc)

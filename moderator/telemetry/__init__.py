@@ -1,0 +1,1 @@
+"""Telemetry: trace context carried through Kafka headers, metrics and logs."""

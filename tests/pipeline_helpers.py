@@ -1,0 +1,63 @@
+"""Helpers for tests that run the service against the real broker: start/stop it, collect outputs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from moderator.broker import ensure_topics
+from moderator.client import read_topic
+from moderator.runner import build_service, run_service
+from moderator.service import ModerationService
+from moderator.settings import Settings
+
+
+@asynccontextmanager
+async def running_service(settings: Settings, **kwargs: object) -> AsyncIterator[ModerationService]:
+    """A service running in this event loop; stopped gracefully on exit."""
+    await ensure_topics(settings)
+    service = build_service(settings, **kwargs)  # type: ignore[arg-type]
+    task = asyncio.create_task(run_service(service, install_signal_handlers=False))
+    try:
+        yield service
+    finally:
+        await service.stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def collect(settings: Settings, topic: str, count: int, timeout_s: float = 60.0) -> list[ConsumerRecord]:
+    """Read ``topic`` from the start until ``count`` records arrived (or the timeout)."""
+    return [r async for r in read_topic(settings, topic, until_count=count, timeout_s=timeout_s)]
+
+
+async def committed_and_log_offsets(settings: Settings, total: int) -> tuple[dict[int, int | None], dict[int, int]]:
+    """The group's committed offset per input partition, and one past the last record in each.
+
+    The log end is measured by reading the topic (``total`` records) rather than ListOffsets,
+    which Tansu answers per batch rather than per record.
+    """
+    log_end: dict[int, int] = {}
+    async for record in read_topic(settings, settings.input_topic, until_count=total, timeout_s=30):
+        log_end[record.partition] = max(log_end.get(record.partition, 0), record.offset + 1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed = {p: await consumer.committed(TopicPartition(settings.input_topic, p)) for p in log_end}
+        return committed, log_end
+    finally:
+        await consumer.stop()
+
+
+async def decided_ids(settings: Settings, wanted: set[str], timeout_s: float = 60.0) -> list[str]:
+    """Post ids of the decisions topic, read until every wanted id appeared (or the timeout)."""
+    seen: list[str] = []
+    async for record in read_topic(settings, settings.output_topic, timeout_s=timeout_s):
+        seen.append(record.key.decode())
+        if wanted <= set(seen):
+            break
+    return seen

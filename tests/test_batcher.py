@@ -1,0 +1,68 @@
+"""The micro-batcher: fewer calls than items, no batch over the limit, errors stay per item."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from moderator.batching import MicroBatcher
+
+
+class CountingModel:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.calls: list[int] = []
+        self.delay_s = delay_s
+
+    async def __call__(self, items: Sequence[int]) -> list[int | Exception]:
+        self.calls.append(len(items))
+        await asyncio.sleep(self.delay_s)
+        return [ValueError(f"bad {i}") if i < 0 else i * 2 for i in items]
+
+
+async def test_queued_items_share_forward_calls_within_max_batch() -> None:
+    model = CountingModel(delay_s=0.01)
+    batcher = MicroBatcher(model, max_batch=8, max_wait_ms=50)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(100)))
+    await batcher.close()
+    assert results == [i * 2 for i in range(100)]
+    assert len(model.calls) < 100
+    assert max(model.calls) <= 8
+    assert sum(model.calls) == 100
+
+
+async def test_a_lone_item_waits_at_most_max_wait() -> None:
+    model = CountingModel()
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=30)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await batcher.submit(21) == 42
+    assert loop.time() - start < 0.5
+    assert model.calls == [1]
+    await batcher.close()
+
+
+async def test_an_error_in_one_slot_fails_only_that_item() -> None:
+    batcher = MicroBatcher(CountingModel(), max_batch=4, max_wait_ms=20)
+    results = await asyncio.gather(*(batcher.submit(i) for i in (1, -1, 2)), return_exceptions=True)
+    await batcher.close()
+    assert results[0] == 2 and results[2] == 4
+    assert isinstance(results[1], ValueError)
+
+
+async def test_a_failing_batch_function_fails_its_callers_and_the_batcher_keeps_serving() -> None:
+    calls = 0
+
+    async def flaky(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return list(items)
+
+    batcher = MicroBatcher(flaky, max_batch=4, max_wait_ms=5)
+    with pytest.raises(RuntimeError):
+        await batcher.submit(1)
+    assert await batcher.submit(2) == 2
+    await batcher.close()
