@@ -1,0 +1,5 @@
+"""`python -m moderator` runs the CLI."""
+
+from moderator.cli import main
+
+main()
