@@ -32,7 +32,7 @@ from moderator.ingest.errors import IngestError
 from moderator.ingest.offsets import OffsetTracker
 from moderator.ingest.schema import DeadLetterReason
 from moderator.ingest.validate import IngestLimits, ValidPost, post_id_of, validate_record
-from moderator.model.base import Classifier
+from moderator.model.base import Classifier, ModelInput
 from moderator.model.split import score_splitting
 from moderator.policy.engine import evaluate
 from moderator.policy.schema import Action
@@ -86,10 +86,11 @@ class ModerationService:
         self.stats = ServiceStats()
         self.stopping = asyncio.Event()
         self._model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self.model_batcher: MicroBatcher[ValidPost, Scores] = MicroBatcher(
+        self.model_batcher: MicroBatcher[ModelInput, Scores] = MicroBatcher(
             self._score_batch, settings.max_batch, settings.max_wait_ms
         )
         self.cache_batcher: MicroBatcher[str, Scores | None] = MicroBatcher(self._lookup_batch, 256, 1.0)
+        self.cache_writer: MicroBatcher[tuple[str, Scores], None] = MicroBatcher(self._write_batch, 256, 1.0)
         self._in_flight_scores: dict[str, asyncio.Future[Scores]] = {}
         self._offsets = OffsetTracker()
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
@@ -137,6 +138,7 @@ class ModerationService:
         """Release clients and workers (after ``run()`` returned)."""
         await self.model_batcher.close()
         await self.cache_batcher.close()
+        await self.cache_writer.close()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
@@ -234,25 +236,31 @@ class ModerationService:
         future: asyncio.Future[Scores] = asyncio.get_running_loop().create_future()
         self._in_flight_scores[post.content_hash] = future
         try:
-            scores = await self.model_batcher.submit(post)
+            scores = await self._infer(post)
         except Exception as exc:
             future.set_exception(exc)
-            future.exception()  # retrieved here so waiters-less failures are not reported as unhandled
-            raise IngestError(DeadLetterReason.MODEL_ERROR, f"model failed on this post: {exc!r}") from exc
+            future.exception()  # retrieved here so waiter-less failures are not reported as unhandled
+            raise
         finally:
             self._in_flight_scores.pop(post.content_hash, None)
         future.set_result(scores)
+        await self._store(post.content_hash, scores)
         return scores, DecisionSource.MODEL
+
+    async def _infer(self, post: ValidPost) -> Scores:
+        """Decode (a bad image raises IngestError), then score in the next model batch."""
+        model_input = await post.model_input(self.limits)
+        try:
+            return await self.model_batcher.submit(model_input)
+        except Exception as exc:
+            raise IngestError(DeadLetterReason.MODEL_ERROR, f"model failed on this post: {exc!r}") from exc
 
     # ----- batch functions (what the micro-batchers call) -------------------------------------
 
-    async def _score_batch(self, posts: Sequence[ValidPost]) -> list[Scores | Exception]:
-        """One model call for the batch (split on failure), then one pipelined cache write."""
-        inputs = [p.model_input() for p in posts]
+    async def _score_batch(self, inputs: Sequence[ModelInput]) -> list[Scores | Exception]:
+        """One model call for the batch, split on failure, on the model thread."""
         loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self._model_pool, score_splitting, self.classifier.score_batch, inputs)
-        await self._store({p.content_hash: r for p, r in zip(posts, results, strict=True) if isinstance(r, dict)})
-        return results
+        return await loop.run_in_executor(self._model_pool, score_splitting, self.classifier.score_batch, inputs)
 
     async def _lookup_batch(self, hashes: Sequence[str]) -> list[Scores | None]:
         if self.cache is None:
@@ -264,11 +272,16 @@ class ModerationService:
             log.warning("cache lookup failed, scoring without cache: %s", exc)
             return [None] * len(hashes)
 
-    async def _store(self, scores: dict[str, Scores]) -> None:
+    async def _write_batch(self, entries: Sequence[tuple[str, Scores]]) -> list[None]:
+        assert self.cache is not None
+        await self.cache.set_many(self.classifier.info.version, dict(entries))
+        return [None] * len(entries)
+
+    async def _store(self, content_hash: str, scores: Scores) -> None:
         if self.cache is None:
             return
         try:
-            await self.cache.set_many(self.classifier.info.version, scores)
+            await self.cache_writer.submit((content_hash, scores))
         except RedisError as exc:
             self.stats.cache_errors += 1
             log.warning("cache write failed: %s", exc)

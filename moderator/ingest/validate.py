@@ -46,14 +46,21 @@ class IngestLimits:
 
 @dataclass(frozen=True)
 class ValidPost:
-    """A post that passed every check, with its image decoded and its content hash computed."""
+    """A post that passed the schema checks, with its image bytes loaded and its content hash computed.
+
+    The image is decoded only when the model needs it (a cache miss): repeats never pay for decoding.
+    """
 
     post: Post
-    image: Image.Image | None
+    image_bytes: bytes | None
     content_hash: str
 
-    def model_input(self) -> ModelInput:
-        return ModelInput(text=self.post.text, image=self.image)
+    async def model_input(self, limits: IngestLimits) -> ModelInput:
+        """Decode the image on a worker thread (bounded, hostile-input safe) and pair it with the text."""
+        image: Image.Image | None = None
+        if self.image_bytes is not None:
+            image = await asyncio.to_thread(decode_image, self.image_bytes, limits.image)
+        return ModelInput(text=self.post.text, image=image)
 
 
 def _schema_detail(exc: ValidationError) -> str:
@@ -110,8 +117,7 @@ async def image_bytes(image: ImageRef, limits: IngestLimits) -> bytes:
 
 
 async def validate_record(value: bytes | None, limits: IngestLimits) -> ValidPost:
-    """The whole ingest stage for one record. Image decoding runs on a worker thread."""
+    """The ingest stage for one record: parse, validate, load the image bytes, hash the content."""
     post = parse_post(value, limits)
     raw_image = await image_bytes(post.image, limits) if post.image is not None else None
-    image = await asyncio.to_thread(decode_image, raw_image, limits.image) if raw_image is not None else None
-    return ValidPost(post=post, image=image, content_hash=content_hash(post.text, raw_image))
+    return ValidPost(post=post, image_bytes=raw_image, content_hash=content_hash(post.text, raw_image))
