@@ -209,8 +209,11 @@ class ModerationService:
             post = await validate_record(record.value, self.limits)
             scores, source = await self._scores(post)
         except IngestError as error:
-            await self.publisher.dead_letter(record, error, post_id_of(record.value))
-            self.stats.dead_letters[error.reason.value] = self.stats.dead_letters.get(error.reason.value, 0) + 1
+            await self._dead_letter(record, error)
+            return
+        except Exception as exc:  # a bug on one record must not stall its partition: dead-letter it, loudly
+            log.exception("unexpected error on %s:%s:%s", record.topic, record.partition, record.offset)
+            await self._dead_letter(record, IngestError(DeadLetterReason.INTERNAL_ERROR, repr(exc)))
             return
         policy = self.policies.select(post.post.metadata)
         verdict = evaluate(policy, scores)
@@ -225,6 +228,11 @@ class ModerationService:
             await self.review.enqueue(post, decision)
         await self.publisher.decision(decision, traceparent_out)
         self.stats.decisions[source.value] += 1
+
+    async def _dead_letter(self, record: ConsumerRecord, error: IngestError) -> None:
+        assert self.publisher is not None
+        await self.publisher.dead_letter(record, error, post_id_of(record.value))
+        self.stats.dead_letters[error.reason.value] = self.stats.dead_letters.get(error.reason.value, 0) + 1
 
     async def _scores(self, post: ValidPost) -> tuple[Scores, DecisionSource]:
         """Scores from the cache, from an identical post already being scored, or from the model."""

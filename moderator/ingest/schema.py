@@ -59,6 +59,7 @@ class DeadLetterReason(StrEnum):
     URL_BLOCKED = "url_blocked"
     URL_FETCH_FAILED = "url_fetch_failed"
     MODEL_ERROR = "model_error"
+    INTERNAL_ERROR = "internal_error"
 
 
 class DeadLetter(BaseModel):
