@@ -1,59 +1,62 @@
-"""CLIP/SigLIP-style dual encoder with zero-shot heads built from policy prompts."""
+"""CLIP/SigLIP dual encoder (``MODERATOR_MODEL``) with zero-shot and trained heads.
+
+Each category's prompts are embedded once and averaged (a prompt ensemble). For CLIP the
+zero-shot logit is the scaled similarity to the category minus that to the neutral prompts;
+SigLIP was trained with a sigmoid loss and a learned bias, so its pairwise logit is used as is.
+Image and text are scored separately and fused by the larger logit (harm in either modality is
+harm), then calibrated per category. Trained heads read the concatenated image and text
+embeddings.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from transformers import AutoModel, AutoProcessor
+from transformers.utils import logging as hf_logging
 
 from moderator.model.base import HeadSpec, ModelInfo, ModelInput
 from moderator.model.device import inference_dtype, resolve_device
+from moderator.model.scoring import Encoded, HeadStack, as_dicts
+from moderator.model.versions import combined_version, directory_digest
 
-
-def _weights_digest(source: str) -> str:
-    """Identify the weights: hash of a local directory's config and weight file sizes, else the hub name."""
-    path = Path(source)
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for file in sorted(path.iterdir()):
-            if file.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
-                digest.update(file.name.encode())
-                digest.update(file.read_bytes() if file.suffix == ".json" else str(file.stat().st_size).encode())
-    else:
-        digest.update(source.encode())
-    return digest.hexdigest()[:10]
+# Logit of a missing modality: below anything a present one can score.
+_ABSENT = -1e4
+# sigmoid(logit): CLIP's logit scale (~100) and SigLIP's scale and bias are already calibrated
+# for pairwise matching; fitted per-category parameters refine this.
+DEFAULT_CALIBRATION = (1.0, 0.0)
 
 
 class DualEncoderClassifier:
-    """Zero-shot scores from a transformers dual encoder.
+    """Zero-shot (and trained-head) scores from a transformers dual encoder."""
 
-    Each category's prompts are embedded once and averaged (a prompt ensemble). For CLIP, a
-    category's probability is the softmax of the post's similarity to that category against its
-    similarity to the neutral prompts; SigLIP models carry a learned bias and are used pairwise
-    through their sigmoid. Image and text are scored separately and fused by taking the larger
-    score: harm in either modality is harm.
-    """
-
-    def __init__(self, source: str, heads: HeadSpec, device: str = "auto") -> None:
+    def __init__(self, source: str, heads: HeadSpec, device: str = "auto", heads_dir: Path | None = None) -> None:
+        hf_logging.disable_progress_bar()
+        self.spec = heads
         self.device = resolve_device(device)
         self.dtype = inference_dtype(self.device)
         self.processor = AutoProcessor.from_pretrained(source)
         self.model = AutoModel.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
-        self.heads = heads
         self._is_siglip = getattr(self.model, "logit_bias", None) is not None
+        # SigLIP was trained on max-length padding; its text tower expects it.
         self._text_kwargs = {"padding": "max_length" if self._is_siglip else True, "truncation": True}
         self._category_emb = torch.stack([self._embed_prompts(list(c.prompts)) for c in heads.categories])
         self._neutral_emb = self._embed_prompts(list(heads.neutral_prompts))
+        self.embed_dim = int(self._category_emb.shape[1])
         name = Path(source).name if Path(source).is_dir() else source
-        weights = _weights_digest(source)
-        self._info = ModelInfo(
-            name=name,
-            version=f"{weights}+zs.{heads.fingerprint()}",
-            components={"encoder": f"{type(self.model).__name__}:{name}@{weights}", "heads": f"zero-shot@{heads.fingerprint()}"},
+        weights = directory_digest(Path(source)) if Path(source).is_dir() else source
+        self.encoder_id = f"{type(self.model).__name__}:{name}@{weights}"
+        self.default_calibration = DEFAULT_CALIBRATION
+        self.stack = HeadStack.load(
+            heads, encoder=self.encoder_id, default_calibration=DEFAULT_CALIBRATION, heads_dir=heads_dir
         )
+        components = {"encoder": self.encoder_id, "zero_shot": f"prompts@{heads.fingerprint()}"}
+        components |= self.stack.components()
+        self._info = ModelInfo(name=name, version=combined_version(components), components=components)
 
     @property
     def info(self) -> ModelInfo:
@@ -67,7 +70,7 @@ class DualEncoderClassifier:
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
     @torch.inference_mode()
-    def _encode_images(self, images: list) -> torch.Tensor:
+    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         batch = self.processor(images=images, return_tensors="pt")
         pixels = batch["pixel_values"].to(self.device, self.dtype)
         if self.device.type == "cuda":
@@ -79,25 +82,37 @@ class DualEncoderClassifier:
     def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
         return torch.nn.functional.normalize(self._encode_text(prompts).mean(dim=0), dim=-1)
 
-    def _probabilities(self, emb: torch.Tensor) -> torch.Tensor:
-        """(n, d) embeddings -> (n, categories) probabilities."""
+    def _logits(self, emb: torch.Tensor) -> torch.Tensor:
+        """(n, d) embeddings -> (n, categories) zero-shot logits."""
         scale = self.model.logit_scale.float().exp()
         sim = emb @ self._category_emb.T
         if self._is_siglip:
-            return torch.sigmoid(sim * scale + self.model.logit_bias.float())
-        return torch.sigmoid(scale * (sim - (emb @ self._neutral_emb).unsqueeze(-1)))
+            return sim * scale + self.model.logit_bias.float()
+        return scale * (sim - (emb @ self._neutral_emb).unsqueeze(-1))
 
     @torch.inference_mode()
-    def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
-        """Score every input in one forward pass per modality."""
-        probs = torch.zeros(len(items), len(self.heads.categories))
+    def encode(self, items: Sequence[ModelInput]) -> Encoded:
+        """One forward pass per modality for the whole batch."""
+        n, d = len(items), self.embed_dim
+        logits = torch.full((n, len(self.spec.categories)), _ABSENT)
+        features = torch.zeros(n, 2 * d + 2)
         text_idx = [i for i, item in enumerate(items) if item.text]
         image_idx = [i for i, item in enumerate(items) if item.image is not None]
         if text_idx:
-            text_probs = self._probabilities(self._encode_text([items[i].text or "" for i in text_idx])).cpu()
-            probs[text_idx] = torch.maximum(probs[text_idx], text_probs)
+            emb = self._encode_text([items[i].text or "" for i in text_idx])
+            logits[text_idx] = torch.maximum(logits[text_idx], self._logits(emb).cpu())
+            features[text_idx, d : 2 * d] = emb.cpu()
+            features[text_idx, 2 * d + 1] = 1.0
         if image_idx:
-            image_probs = self._probabilities(self._encode_images([items[i].image for i in image_idx])).cpu()
-            probs[image_idx] = torch.maximum(probs[image_idx], image_probs)
-        names = self.heads.names
-        return [{name: round(float(p), 6) for name, p in zip(names, row, strict=True)} for row in probs]
+            emb = self._encode_images([items[i].image for i in image_idx])  # type: ignore[misc]
+            logits[image_idx] = torch.maximum(logits[image_idx], self._logits(emb).cpu())
+            features[image_idx, :d] = emb.cpu()
+            features[image_idx, 2 * d] = 1.0
+        zero_shot = logits.numpy()
+        return Encoded(features=features.numpy(), zero_shot=zero_shot, floor=np.zeros_like(zero_shot))
+
+    def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
+        """One ``{category: score}`` per post, in order."""
+        if not items:
+            return []
+        return as_dicts(self.spec.names, self.stack.scores(self.encode(items)))

@@ -1,0 +1,198 @@
+"""Trained task heads: a linear layer or a small MLP on frozen encoder features.
+
+One output per category. A head is stored as ``<name>.safetensors`` (weights, plus the input
+standardisation) next to ``<name>.json`` (categories, encoder, kind, version, metrics). The
+version is a digest of both, so retraining or editing a head changes the model version and with
+it the score cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+HeadKind = Literal["linear", "mlp"]
+
+
+def _build_net(kind: HeadKind, in_dim: int, out_dim: int, hidden: int) -> torch.nn.Module:
+    if kind == "linear":
+        return torch.nn.Sequential(torch.nn.Linear(in_dim, out_dim))
+    return torch.nn.Sequential(torch.nn.Linear(in_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, out_dim))
+
+
+@dataclass
+class TaskHead:
+    """A trained head: standardise features, then a small network, then a sigmoid per category."""
+
+    name: str
+    kind: HeadKind
+    categories: tuple[str, ...]
+    encoder: str
+    net: torch.nn.Module
+    mean: torch.Tensor
+    std: torch.Tensor
+    hidden: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    trained_at: str = ""
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in self.net.state_dict().items()}
+        tensors["input.mean"] = self.mean.float().contiguous()
+        tensors["input.std"] = self.std.float().contiguous()
+        return tensors
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "hidden": self.hidden,
+            "categories": list(self.categories),
+            "encoder": self.encoder,
+            "feature_dim": self.feature_dim,
+        }
+
+    @property
+    def version(self) -> str:
+        """Digest of weights and identity (not of metrics): same head, same version."""
+        digest = hashlib.sha256(json.dumps(self._metadata(), sort_keys=True).encode())
+        for key, tensor in sorted(self._tensors().items()):
+            digest.update(key.encode())
+            digest.update(tensor.numpy().tobytes())
+        return digest.hexdigest()[:10]
+
+    @torch.inference_mode()
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """``(n, feature_dim)`` features -> ``(n, len(categories))`` probabilities."""
+        if features.shape[1] != self.feature_dim:
+            raise ValueError(f"head {self.name!r} expects {self.feature_dim} features, got {features.shape[1]}")
+        x = (torch.from_numpy(features).float() - self.mean) / self.std
+        return torch.sigmoid(self.net.eval()(x)).numpy()
+
+    def save(self, directory: Path) -> Path:
+        """Write ``<name>.safetensors`` and ``<name>.json`` into ``directory``; returns the JSON path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = self._metadata()
+        save_file(self._tensors(), directory / f"{self.name}.safetensors", metadata={"moderator_head": json.dumps(meta)})
+        meta |= {"version": self.version, "trained_at": self.trained_at, "metrics": self.metrics}
+        path = directory / f"{self.name}.json"
+        path.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, json_path: Path) -> TaskHead:
+        """Read a head written by ``save``; refuses weights that do not match the stated version."""
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        tensors = load_file(json_path.with_suffix(".safetensors"))
+        categories = tuple(meta["categories"])
+        net = _build_net(meta["kind"], int(meta["feature_dim"]), len(categories), int(meta.get("hidden", 0)))
+        net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")})
+        head = cls(
+            name=meta["name"],
+            kind=meta["kind"],
+            categories=categories,
+            encoder=meta["encoder"],
+            net=net.eval(),
+            mean=tensors["input.mean"],
+            std=tensors["input.std"],
+            hidden=int(meta.get("hidden", 0)),
+            metrics=meta.get("metrics", {}),
+            trained_at=meta.get("trained_at", ""),
+        )
+        if meta.get("version") and meta["version"] != head.version:
+            raise ValueError(f"{json_path}: weights do not match version {meta['version']} (got {head.version})")
+        return head
+
+
+def train_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    categories: Sequence[str],
+    encoder: str,
+    *,
+    name: str = "task-head",
+    kind: HeadKind = "linear",
+    hidden: int = 64,
+    steps: int = 200,
+    l2: float = 1e-2,
+    seed: int = 0,
+) -> TaskHead:
+    """Fit a head with class-balanced binary cross-entropy.
+
+    ``labels`` is ``(n, len(categories))`` with 0/1 and NaN where a post carries no label for a
+    category. Categories without both classes are dropped: a head cannot learn them, and the
+    zero-shot head keeps scoring them.
+    """
+    keep = [j for j in range(len(categories)) if len(set(labels[~np.isnan(labels[:, j]), j].tolist())) == 2]
+    if not keep:
+        raise ValueError("no category has both positive and negative labels")
+    dropped = [categories[j] for j in range(len(categories)) if j not in keep]
+    if dropped:
+        log.warning("not training %s: labels lack a positive or a negative example", dropped)
+    torch.manual_seed(seed)
+    x = torch.from_numpy(features).float()
+    y_raw = torch.from_numpy(labels[:, keep]).float()
+    known = ~torch.isnan(y_raw)
+    y = torch.nan_to_num(y_raw)
+    mean = x.mean(dim=0)
+    std = x.std(dim=0)
+    # A feature constant in training (e.g. no post had an image) carries no signal: leave it unscaled.
+    std = torch.where(std < 1e-6, torch.ones_like(std), std)
+    xs = (x - mean) / std
+    # Harmful posts are the minority: weight each class to half of each category's loss.
+    positives = (y * known).sum(dim=0)
+    negatives = ((1 - y) * known).sum(dim=0)
+    weight = torch.where(y > 0.5, 0.5 / positives.clamp(min=1), 0.5 / negatives.clamp(min=1)) * known
+    net = _build_net(kind, x.shape[1], len(keep), hidden)
+    weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
+    # Full-batch L-BFGS: the data sets are small, and it converges to the same optimum every run.
+    optimiser = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(net(xs), y, reduction="none")
+        loss = (bce * weight).sum() / len(keep) + l2 * torch.stack([(w**2).sum() for w in weights]).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return TaskHead(
+        name=name,
+        kind=kind,
+        categories=tuple(categories[j] for j in keep),
+        encoder=encoder,
+        net=net.eval(),
+        mean=mean,
+        std=std,
+        hidden=hidden if kind == "mlp" else 0,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def load_heads(directory: Path, encoder: str) -> list[TaskHead]:
+    """Every head in ``directory`` trained on ``encoder``'s features; others are skipped with a log line."""
+    heads: list[TaskHead] = []
+    for json_path in sorted(directory.glob("*.json")):
+        if not json_path.with_suffix(".safetensors").is_file():
+            continue
+        head = TaskHead.load(json_path)
+        if head.encoder != encoder:
+            log.warning("skipping head %s: trained for encoder %s, active is %s", json_path, head.encoder, encoder)
+            continue
+        heads.append(head)
+    return heads

@@ -1,0 +1,104 @@
+"""From encoder outputs to category scores: calibrated zero-shot heads, overridden by trained heads.
+
+Both classifiers (the offline stack and the transformers dual encoder) encode a batch into an
+``Encoded`` and score it with a ``HeadStack``. Keeping the two steps apart lets ``heads eval``
+encode a data set once and compare zero-shot against trained heads on the same features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from moderator.model.base import Classifier, HeadSpec, ModelInput
+from moderator.model.calibration import CALIBRATION_FILE, Calibration
+from moderator.model.heads import TaskHead, load_heads
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What the frozen encoders make of a batch, before any head.
+
+    ``features``: ``(n, d)`` input of trained heads. ``zero_shot``: ``(n, c)`` uncalibrated logits,
+    one column per category of the HeadSpec. ``floor``: ``(n, c)`` scores that no head can lower,
+    from a dedicated detector (open_nsfw for a nudity category), zeros elsewhere.
+    """
+
+    features: np.ndarray
+    zero_shot: np.ndarray
+    floor: np.ndarray
+
+
+class HeadStack:
+    """The heads that score one HeadSpec on one encoder: calibrated zero-shot, then trained heads."""
+
+    def __init__(self, names: Sequence[str], calibration: Calibration, heads: Sequence[TaskHead] = ()) -> None:
+        self.names = list(names)
+        self.calibration = calibration
+        self.heads = list(heads)
+        # category -> (head index, output column); a category claimed twice is a deployment error.
+        self._routes: dict[str, tuple[int, int]] = {}
+        for h, head in enumerate(self.heads):
+            for col, category in enumerate(head.categories):
+                if category in self._routes:
+                    other = self.heads[self._routes[category][0]].name
+                    raise ValueError(f"category {category!r} is scored by both head {other!r} and {head.name!r}")
+                if category in self.names:
+                    self._routes[category] = (h, col)
+
+    @classmethod
+    def load(
+        cls, spec: HeadSpec, *, encoder: str, default_calibration: tuple[float, float], heads_dir: Path | None
+    ) -> HeadStack:
+        """Zero-shot calibration and trained heads from ``heads_dir`` (when set) for ``encoder``."""
+        if heads_dir is None:
+            return cls(spec.names, Calibration(default_calibration))
+        calibration = Calibration.load_matching(
+            heads_dir / CALIBRATION_FILE, encoder=encoder, fingerprint=spec.fingerprint(), default=default_calibration
+        )
+        return cls(spec.names, calibration, load_heads(heads_dir, encoder))
+
+    def trained_categories(self) -> list[str]:
+        """Categories scored by a trained head rather than zero-shot."""
+        return [name for name in self.names if name in self._routes]
+
+    def components(self) -> dict[str, str]:
+        """Entries for ``ModelInfo.components`` naming each head and its version."""
+        parts = {f"head:{head.name}": f"{head.kind}@{head.version}" for head in self.heads}
+        if self.calibration.per_category:
+            cal = ",".join(f"{k}={t:.4g}/{b:.4g}" for k, (t, b) in sorted(self.calibration.per_category.items()))
+            parts["zero_shot_calibration"] = cal
+        return parts
+
+    def scores(self, encoded: Encoded) -> np.ndarray:
+        """``(n, c)`` probabilities in [0, 1]."""
+        probs = self.calibration.apply(self.names, encoded.zero_shot)
+        if len(encoded.features):
+            outputs = [head.predict(encoded.features) for head in self.heads]
+            for j, name in enumerate(self.names):
+                if name in self._routes:
+                    h, col = self._routes[name]
+                    probs[:, j] = outputs[h][:, col]
+        return np.clip(np.maximum(probs, encoded.floor), 0.0, 1.0)
+
+
+def as_dicts(names: Sequence[str], probs: np.ndarray) -> list[dict[str, float]]:
+    """Rows of probabilities as ``{category: score}``, rounded so equal inputs print equal scores."""
+    return [{name: round(float(p), 6) for name, p in zip(names, row, strict=True)} for row in probs]
+
+
+class HeadedClassifier(Classifier, Protocol):
+    """A classifier whose encoders and heads can be used apart (training and evaluation)."""
+
+    spec: HeadSpec
+    encoder_id: str
+    default_calibration: tuple[float, float]
+    stack: HeadStack
+
+    def encode(self, items: Sequence[ModelInput]) -> Encoded:
+        """Run the frozen encoders on a batch."""
+        ...
