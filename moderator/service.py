@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +58,17 @@ class ServiceStats:
     dead_letters: dict[str, int] = field(default_factory=dict)
     cache_errors: int = 0
     commits: int = 0
+    # Seconds spent per stage, summed over posts or batches (stages overlap: they run concurrently).
+    stage_s: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the duration of the block to ``stage_s[stage]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + time.perf_counter() - started
 
 
 class _Revoke(ConsumerRebalanceListener):
@@ -206,7 +217,8 @@ class ModerationService:
         assert self.publisher is not None
         traceparent_in = header(record.headers, "traceparent")
         try:
-            post = await validate_record(record.value, self.limits)
+            with self.stats.timed("validate"):
+                post = await validate_record(record.value, self.limits)
             scores, source = await self._scores(post)
         except IngestError as error:
             await self._dead_letter(record, error)
@@ -226,7 +238,8 @@ class ModerationService:
         )
         if decision.action is Action.REVIEW and self.review is not None:
             await self.review.enqueue(post, decision)
-        await self.publisher.decision(decision, traceparent_out)
+        with self.stats.timed("publish"):
+            await self.publisher.decision(decision, traceparent_out)
         self.stats.decisions[source.value] += 1
 
     async def _dead_letter(self, record: ConsumerRecord, error: IngestError) -> None:
@@ -257,7 +270,8 @@ class ModerationService:
 
     async def _infer(self, post: ValidPost) -> Scores:
         """Decode (a bad image raises IngestError), then score in the next model batch."""
-        model_input = await post.model_input(self.limits)
+        with self.stats.timed("decode"):
+            model_input = await post.model_input(self.limits)
         try:
             return await self.model_batcher.submit(model_input)
         except Exception as exc:
@@ -268,13 +282,15 @@ class ModerationService:
     async def _score_batch(self, inputs: Sequence[ModelInput]) -> list[Scores | Exception]:
         """One model call for the batch, split on failure, on the model thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._model_pool, score_splitting, self.classifier.score_batch, inputs)
+        with self.stats.timed("model"):
+            return await loop.run_in_executor(self._model_pool, score_splitting, self.classifier.score_batch, inputs)
 
     async def _lookup_batch(self, hashes: Sequence[str]) -> list[Scores | None]:
         if self.cache is None:
             return [None] * len(hashes)
         try:
-            return await self.cache.get_many(self.classifier.info.version, hashes)
+            with self.stats.timed("cache_lookup"):
+                return await self.cache.get_many(self.classifier.info.version, hashes)
         except RedisError as exc:  # degrade: keep deciding without the cache
             self.stats.cache_errors += 1
             log.warning("cache lookup failed, scoring without cache: %s", exc)
@@ -282,7 +298,8 @@ class ModerationService:
 
     async def _write_batch(self, entries: Sequence[tuple[str, Scores]]) -> list[None]:
         assert self.cache is not None
-        await self.cache.set_many(self.classifier.info.version, dict(entries))
+        with self.stats.timed("cache_write"):
+            await self.cache.set_many(self.classifier.info.version, dict(entries))
         return [None] * len(entries)
 
     async def _store(self, content_hash: str, scores: Scores) -> None:
