@@ -55,7 +55,16 @@ def test_parser_reads_well_formed_and_chatty_answers(answer: str, unsafe: bool, 
 
 @pytest.mark.parametrize(
     "answer",
-    ["", "   \n", "I cannot help with that.", "S1", "unsafety", "{\"verdict\": \"maybe\"}", "\x00\ufffd\ufffd garbage", '{"foo": 1}'],
+    [
+        "",
+        "   \n",
+        "I cannot help with that.",
+        "S1",
+        "unsafety",
+        '{"verdict": "maybe"}',
+        "\x00\ufffd\ufffd garbage",
+        '{"foo": 1}',
+    ],
 )
 def test_parser_never_turns_malformed_output_into_safe(answer: str) -> None:
     verdict = parse_verdict(answer, SPEC)

@@ -123,4 +123,18 @@ def test_calibration_file_applies_only_to_matching_prompts(tmp_path: Path) -> No
     loaded = Calibration.load_matching(path, encoder="enc@1", fingerprint="fp1", default=(0.05, -4.0))
     assert loaded.per_category == {"scam": (0.1, -2.0)}
     assert Calibration.load_matching(path, encoder="enc@1", fingerprint="fp2", default=(1.0, 0.0)).per_category == {}
-    assert Calibration.load_matching(tmp_path / "missing.json", encoder="e", fingerprint="f", default=(1.0, 0.0)) == Calibration((1.0, 0.0))
+    assert Calibration.load_matching(
+        tmp_path / "missing.json", encoder="e", fingerprint="f", default=(1.0, 0.0)
+    ) == Calibration((1.0, 0.0))
+
+
+def test_policy_can_require_a_named_head() -> None:
+    features, labels = separable()
+    general = train_head(features, labels, CATEGORIES, "enc@1", name="general")
+    stack = HeadStack(["scam", "drugs"], Calibration(), [general], required_heads={"scam": "special"})
+    assert stack.trained_categories() == ["drugs"]  # scam waits for "special", scored zero-shot meanwhile
+    assert stack.components()["head_routes"] == "drugs=general"
+    assert (
+        HeadStack(["scam", "drugs"], Calibration(), [general]).components()["head_routes"]
+        == "drugs=general,scam=general"
+    )

@@ -40,7 +40,9 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     test = _subset(TEST_PATH, tmp_path / "test.jsonl", per_kind=1)
     heads = tmp_path / "heads"
     policy_dir = str(ROOT / "policies")
-    result = runner.invoke(app, ["heads", "train", "--data", str(train), "--out", str(heads), "--policy-dir", policy_dir])
+    result = runner.invoke(
+        app, ["heads", "train", "--data", str(train), "--out", str(heads), "--policy-dir", policy_dir]
+    )
     assert result.exit_code == 0, result.output
     head = TaskHead.load(heads / "task-head.json")
     assert head.metrics["examples"] == len(read_labeled(train))
@@ -60,7 +62,19 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     assert decoded is not None
     decoded.save(image)
     result = runner.invoke(
-        app, ["classify", "--image", str(image), "--text", "look", "--heads-dir", str(heads), "--policy-dir", policy_dir, "--json"]
+        app,
+        [
+            "classify",
+            "--image",
+            str(image),
+            "--text",
+            "look",
+            "--heads-dir",
+            str(heads),
+            "--policy-dir",
+            policy_dir,
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
@@ -70,7 +84,8 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
 
 def test_classify_prints_scores_table(tmp_path: Path) -> None:
     result = runner.invoke(
-        build_app(), ["classify", "--text", "buy cheap pills now, no prescription", "--policy-dir", str(ROOT / "policies")]
+        build_app(),
+        ["classify", "--text", "buy cheap pills now, no prescription", "--policy-dir", str(ROOT / "policies")],
     )
     assert result.exit_code == 0, result.output
     assert "offline-stack" in result.output and "drugs" in result.output

@@ -70,7 +70,9 @@ def test_trained_head_and_calibration_load_from_heads_dir(model_dir: Path, tmp_p
     head = train_head(features, labels, SPEC.names, base.encoder_id, name="tiny-head")
     head.save(tmp_path)
     calibration = Calibration(base.default_calibration, {"drugs": (2.0, -1.0)})
-    (tmp_path / CALIBRATION_FILE).write_text(calibration.to_json(encoder=base.encoder_id, fingerprint=SPEC.fingerprint()))
+    (tmp_path / CALIBRATION_FILE).write_text(
+        calibration.to_json(encoder=base.encoder_id, fingerprint=SPEC.fingerprint())
+    )
 
     headed = DualEncoderClassifier(str(model_dir), SPEC, device="cpu", heads_dir=tmp_path)
     assert headed.info.components["head:tiny-head"] == f"linear@{head.version}"

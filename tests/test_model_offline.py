@@ -52,7 +52,10 @@ def test_scores_every_category_in_unit_range(classifier: OfflineStackClassifier,
 
 def test_text_only_inside_the_image_is_read(classifier: OfflineStackClassifier) -> None:
     scam, benign = classifier.score_batch(
-        [ModelInput("look at this", render("earn $5000 a week from home")), ModelInput("look at this", render("happy birthday mom"))]
+        [
+            ModelInput("look at this", render("earn $5000 a week from home")),
+            ModelInput("look at this", render("happy birthday mom")),
+        ]
     )
     assert scam["scam"] > 0.8 > benign["scam"]
     assert scam["scam"] > max(v for k, v in scam.items() if k != "scam")

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 from moderator.model.segment import Resegmenter
 
-WORDS = ["the", "a", "from", "to", "week", "home", "click", "here", "your", "earn", "prize", "claim", "link", "we", "ek", "awe"]
+WORDS = [
+    "the",
+    "a",
+    "from",
+    "to",
+    "week",
+    "home",
+    "click",
+    "here",
+    "your",
+    "earn",
+    "prize",
+    "claim",
+    "link",
+    "we",
+    "ek",
+    "awe",
+]
 
 
 def test_glued_words_are_split() -> None:

@@ -19,7 +19,9 @@ console = Console()
 
 PolicyDirOption = Annotated[Path | None, typer.Option("--policy-dir", help="Policy directory [default: settings]")]
 PolicyOption = Annotated[str | None, typer.Option("--policy", help="Policy name [default: 'default' or the only one]")]
-HeadsDirOption = Annotated[Path | None, typer.Option("--heads-dir", help="Trained heads [default: MODERATOR_HEADS_DIR]")]
+HeadsDirOption = Annotated[
+    Path | None, typer.Option("--heads-dir", help="Trained heads [default: MODERATOR_HEADS_DIR]")
+]
 
 
 def _settings(policy_dir: Path | None, heads_dir: Path | None) -> Settings:
@@ -81,7 +83,9 @@ def classify(
 
 def train(
     data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL [default: shipped train split]")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Heads directory [default: MODERATOR_HEADS_DIR or ./heads]")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Heads directory [default: MODERATOR_HEADS_DIR or ./heads]")
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="Head file name")] = "task-head",
     kind: Annotated[str, typer.Option("--kind", help="linear or mlp")] = "linear",
     steps: Annotated[int, typer.Option("--steps", help="L-BFGS iterations")] = 200,
@@ -165,17 +169,37 @@ def evaluate(
             console.print(f"[yellow]no heads for encoder {classifier.encoder_id} in {settings.heads_dir}[/yellow]")
         label = "trained " + ",".join(f"{h.name}@{h.version}" for h in trained.heads) if trained.heads else "calibrated"
         stacks[label] = trained
-    columns = ["category", "pos", "neg", "ROC-AUC", "AUC image-text", "P", "R", "F1", f"thr@P{target_precision:g}", "R@thr"]
+    columns = [
+        "category",
+        "pos",
+        "neg",
+        "ROC-AUC",
+        "AUC image-text",
+        "P",
+        "R",
+        "F1",
+        f"thr@P{target_precision:g}",
+        "R@thr",
+    ]
     for label, stack in stacks.items():
         scores = stack.scores(encoded)
         image_auc = image_text_auc(spec.names, examples, scores)
         rows = [
             [
-                m.category, str(m.positives), str(m.negatives), _fmt(m.roc_auc), _fmt(image_auc[m.category]),
-                _fmt(m.precision, 2), _fmt(m.recall, 2), _fmt(m.f1, 2),
-                _fmt(m.threshold_at_precision), _fmt(m.recall_at_precision, 2),
+                m.category,
+                str(m.positives),
+                str(m.negatives),
+                _fmt(m.roc_auc),
+                _fmt(image_auc[m.category]),
+                _fmt(m.precision, 2),
+                _fmt(m.recall, 2),
+                _fmt(m.f1, 2),
+                _fmt(m.threshold_at_precision),
+                _fmt(m.recall_at_precision, 2),
             ]
-            for m in category_metrics(spec.names, scores, labels, threshold=threshold, target_precision=target_precision)
+            for m in category_metrics(
+                spec.names, scores, labels, threshold=threshold, target_precision=target_precision
+            )
         ]
         aucs = [float(r[3]) for r in rows if r[3] != "-"]
         mean_auc = f"mean ROC-AUC {np.mean(aucs):.3f}" if aucs else ""

@@ -175,7 +175,9 @@ def _fit(image: Image.Image) -> Image.Image:
     return resized.crop((left, top, left + SIZE[0], top + SIZE[1]))
 
 
-def _draw_lines(canvas: Image.Image, text: str, rng: random.Random, *, fill: tuple[int, int, int], stroke: bool) -> None:
+def _draw_lines(
+    canvas: Image.Image, text: str, rng: random.Random, *, fill: tuple[int, int, int], stroke: bool
+) -> None:
     size = rng.choice([22, 26, 30])
     font = _font(size)
     lines = textwrap.wrap(text, width=max(10, int(SIZE[0] / (size * 0.55))))

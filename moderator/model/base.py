@@ -27,6 +27,9 @@ class CategorySpec:
     name: str
     prompts: tuple[str, ...]
     description: str = ""
+    # Name of the trained head that must score this category; None lets any loaded head that
+    # was trained on the category score it (zero-shot when none was).
+    head: str | None = None
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,10 @@ def category_codes(spec: HeadSpec) -> dict[str, str]:
 def build_prompt(spec: HeadSpec, text: str | None, *, has_image: bool) -> str:
     """The instruction: categories with descriptions, the post, and the required answer format."""
     lines = [
-        "Task: Check if there is unsafe content in the user's post according to our safety policy "
-        "with the below categories.",
+        (
+            "Task: Check if there is unsafe content in the user's post according to our safety policy "
+            "with the below categories."
+        ),
         "<BEGIN UNSAFE CONTENT CATEGORIES>",
     ]
     for code, category in zip(category_codes(spec), spec.categories, strict=True):

@@ -122,5 +122,7 @@ def image_text_auc(
         positive = (labels[:, j] == 1) & image_only
         negative = labels[:, j] == 0
         keep = positive | negative
-        result[name] = float(roc_auc_score(positive[keep], scores[keep, j])) if positive.any() and negative.any() else None
+        result[name] = (
+            float(roc_auc_score(positive[keep], scores[keep, j])) if positive.any() and negative.any() else None
+        )
     return result

@@ -88,7 +88,9 @@ class TaskHead:
         """Write ``<name>.safetensors`` and ``<name>.json`` into ``directory``; returns the JSON path."""
         directory.mkdir(parents=True, exist_ok=True)
         meta = self._metadata()
-        save_file(self._tensors(), directory / f"{self.name}.safetensors", metadata={"moderator_head": json.dumps(meta)})
+        save_file(
+            self._tensors(), directory / f"{self.name}.safetensors", metadata={"moderator_head": json.dumps(meta)}
+        )
         meta |= {"version": self.version, "trained_at": self.trained_at, "metrics": self.metrics}
         path = directory / f"{self.name}.json"
         path.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
@@ -161,7 +163,9 @@ def train_head(
     net = _build_net(kind, x.shape[1], len(keep), hidden)
     weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
     # Full-batch L-BFGS: the data sets are small, and it converges to the same optimum every run.
-    optimiser = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS(
+        net.parameters(), lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()

@@ -7,7 +7,8 @@ encode a data set once and compare zero-shot against trained heads on the same f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +18,8 @@ import numpy as np
 from moderator.model.base import Classifier, HeadSpec, ModelInput
 from moderator.model.calibration import CALIBRATION_FILE, Calibration
 from moderator.model.heads import TaskHead, load_heads
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,31 +39,44 @@ class Encoded:
 class HeadStack:
     """The heads that score one HeadSpec on one encoder: calibrated zero-shot, then trained heads."""
 
-    def __init__(self, names: Sequence[str], calibration: Calibration, heads: Sequence[TaskHead] = ()) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        calibration: Calibration,
+        heads: Sequence[TaskHead] = (),
+        required_heads: Mapping[str, str] | None = None,
+    ) -> None:
+        """``required_heads`` maps a category to the only head allowed to score it (policy ``head:``)."""
         self.names = list(names)
         self.calibration = calibration
         self.heads = list(heads)
+        required = dict(required_heads or {})
         # category -> (head index, output column); a category claimed twice is a deployment error.
         self._routes: dict[str, tuple[int, int]] = {}
         for h, head in enumerate(self.heads):
             for col, category in enumerate(head.categories):
+                if category not in self.names or required.get(category, head.name) != head.name:
+                    continue
                 if category in self._routes:
                     other = self.heads[self._routes[category][0]].name
                     raise ValueError(f"category {category!r} is scored by both head {other!r} and {head.name!r}")
-                if category in self.names:
-                    self._routes[category] = (h, col)
+                self._routes[category] = (h, col)
+        for category, head_name in required.items():
+            if category in self.names and category not in self._routes:
+                log.warning("category %r wants head %r, which is not loaded: scoring it zero-shot", category, head_name)
 
     @classmethod
     def load(
         cls, spec: HeadSpec, *, encoder: str, default_calibration: tuple[float, float], heads_dir: Path | None
     ) -> HeadStack:
         """Zero-shot calibration and trained heads from ``heads_dir`` (when set) for ``encoder``."""
+        required = {c.name: c.head for c in spec.categories if c.head}
         if heads_dir is None:
-            return cls(spec.names, Calibration(default_calibration))
+            return cls(spec.names, Calibration(default_calibration), required_heads=required)
         calibration = Calibration.load_matching(
             heads_dir / CALIBRATION_FILE, encoder=encoder, fingerprint=spec.fingerprint(), default=default_calibration
         )
-        return cls(spec.names, calibration, load_heads(heads_dir, encoder))
+        return cls(spec.names, calibration, load_heads(heads_dir, encoder), required_heads=required)
 
     def trained_categories(self) -> list[str]:
         """Categories scored by a trained head rather than zero-shot."""
@@ -69,6 +85,9 @@ class HeadStack:
     def components(self) -> dict[str, str]:
         """Entries for ``ModelInfo.components`` naming each head and its version."""
         parts = {f"head:{head.name}": f"{head.kind}@{head.version}" for head in self.heads}
+        if self._routes:
+            # Which head scores which category changes scores, so it is part of the version too.
+            parts["head_routes"] = ",".join(f"{c}={self.heads[h].name}" for c, (h, _) in sorted(self._routes.items()))
         if self.calibration.per_category:
             cal = ",".join(f"{k}={t:.4g}/{b:.4g}" for k, (t, b) in sorted(self.calibration.per_category.items()))
             parts["zero_shot_calibration"] = cal

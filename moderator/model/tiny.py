@@ -30,7 +30,6 @@ from transformers import (
     SiglipTextConfig,
     SiglipVisionConfig,
 )
-
 from transformers.utils import logging as hf_logging
 
 # Text the tiny SentencePiece model is trained on: enough distinct pieces for a real vocabulary.
@@ -47,7 +46,9 @@ _SPM_CORPUS = (
 
 def _bytes_to_unicode() -> dict[int, str]:
     """The byte-level BPE alphabet (GPT-2/CLIP): every byte maps to a printable character."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for b in range(256):
