@@ -16,6 +16,8 @@ from moderator.model.base import HeadSpec
 from moderator.settings import Settings
 
 console = Console()
+# Progress lines go to stderr so that `--json` and `--markdown` output can be redirected as is.
+status = Console(stderr=True)
 
 PolicyDirOption = Annotated[Path | None, typer.Option("--policy-dir", help="Policy directory [default: settings]")]
 PolicyOption = Annotated[str | None, typer.Option("--policy", help="Policy name [default: 'default' or the only one]")]
@@ -107,7 +109,7 @@ def train(
     spec = _head_spec(settings, policy)
     examples = read_labeled(data_path)
     classifier = load_classifier(settings, spec)
-    console.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
+    status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
     encoded = encode_examples(classifier, examples)
     labels = label_matrix(examples, spec.names)
     head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps)
@@ -154,7 +156,7 @@ def evaluate(
     data_path = data or TEST_PATH
     examples = read_labeled(data_path)
     classifier = load_classifier(settings.model_copy(update={"heads_dir": None}), spec)
-    console.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
+    status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
     encoded = encode_examples(classifier, examples)
     labels = label_matrix(examples, spec.names)
     stacks = {"zero-shot": classifier.stack}
@@ -166,7 +168,7 @@ def evaluate(
             heads_dir=settings.heads_dir,
         )
         if not trained.heads:
-            console.print(f"[yellow]no heads for encoder {classifier.encoder_id} in {settings.heads_dir}[/yellow]")
+            status.print(f"[yellow]no heads for encoder {classifier.encoder_id} in {settings.heads_dir}[/yellow]")
         label = "trained " + ",".join(f"{h.name}@{h.version}" for h in trained.heads) if trained.heads else "calibrated"
         stacks[label] = trained
     columns = [
