@@ -195,9 +195,9 @@ def _draw_lines(
 
 
 def _flat_card(text: str, rng: random.Random) -> Image.Image:
-    background = tuple(rng.randint(150, 255) for _ in range(3))
-    canvas = Image.new("RGB", SIZE, background)  # type: ignore[arg-type]
-    _draw_lines(canvas, text, rng, fill=tuple(rng.randint(0, 70) for _ in range(3)), stroke=False)  # type: ignore[arg-type]
+    background = (rng.randint(150, 255), rng.randint(150, 255), rng.randint(150, 255))
+    canvas = Image.new("RGB", SIZE, background)
+    _draw_lines(canvas, text, rng, fill=(rng.randint(0, 70), rng.randint(0, 70), rng.randint(0, 70)), stroke=False)
     return canvas
 
 

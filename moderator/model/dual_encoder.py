@@ -104,7 +104,7 @@ class DualEncoderClassifier:
             features[text_idx, d : 2 * d] = emb.cpu()
             features[text_idx, 2 * d + 1] = 1.0
         if image_idx:
-            emb = self._encode_images([items[i].image for i in image_idx])  # type: ignore[misc]
+            emb = self._encode_images([item.image for item in items if item.image is not None])
             logits[image_idx] = torch.maximum(logits[image_idx], self._logits(emb).cpu())
             features[image_idx, :d] = emb.cpu()
             features[image_idx, 2 * d] = 1.0

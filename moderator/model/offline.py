@@ -91,12 +91,12 @@ class OfflineStackClassifier:
         """Run open_nsfw and OCR on the images and MiniLM on all texts of the batch at once."""
         n = len(items)
         image_idx = [i for i, item in enumerate(items) if item.image is not None]
-        images = [items[i].image for i in image_idx]
+        images = [item.image for item in items if item.image is not None]
         nsfw = np.zeros(n, dtype=np.float32)
         ocr_texts = [""] * n
         if images:
-            nsfw[image_idx] = self.nsfw.score(images)  # type: ignore[arg-type]
-            for i, text in zip(image_idx, self.ocr.read(images), strict=True):  # type: ignore[arg-type]
+            nsfw[image_idx] = self.nsfw.score(images)
+            for i, text in zip(image_idx, self.ocr.read(images), strict=True):
                 ocr_texts[i] = text
         captions = [(item.text or "").strip() for item in items]
         ocr_spaced = [self.text.resegmenter(text) if text else "" for text in ocr_texts]
