@@ -1,12 +1,22 @@
-"""Decode untrusted image bytes into a bounded RGB image, or reject them with a reason."""
+"""Decode untrusted image bytes into a bounded RGB image, or reject them with a reason.
+
+Only four formats are decoded (JPEG, PNG, GIF, WebP), chosen by their magic bytes: Pillow's other
+plugins (EPS runs Ghostscript, TIFF pulls in libtiff, ...) are attack surface a feed of web images
+does not need. The plugin class is constructed directly, not through ``Image.open``, so the header
+is parsed but nothing is decoded until our own limits have passed: Pillow's global
+``MAX_IMAGE_PIXELS`` and its warnings play no part, whatever another module set them to.
+
+Peak memory of one call is bounded by the limits: ``max_bytes`` of input plus at most about
+12 bytes per pixel of ``max_pixels`` (the decoded frame, one conversion and the RGB result).
+"""
 
 from __future__ import annotations
 
 import io
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import GifImagePlugin, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, features
 
 from moderator.ingest.errors import IngestError
 from moderator.ingest.schema import DeadLetterReason
@@ -14,31 +24,138 @@ from moderator.ingest.schema import DeadLetterReason
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Bounds on untrusted images."""
+    """Bounds on untrusted images.
+
+    ``max_aspect_ratio`` rejects degenerate strips (a 1x20000 line has no content worth scoring
+    and breaks resizing for detectors) as ``image_unsupported``; 100:1 admits panoramas and long
+    screenshots.
+    """
 
     max_bytes: int
     max_pixels: int
     max_side: int
+    max_aspect_ratio: float = 100.0
+
+
+_Opener = Callable[[io.BytesIO], ImageFile.ImageFile]
+
+
+def _webp_opener() -> _Opener | None:
+    if not features.check("webp"):
+        return None
+    from PIL import WebPImagePlugin
+
+    return WebPImagePlugin.WebPImageFile
+
+
+# Supported formats: the plugin that parses each. An MPO (camera multi-picture JPEG) opens as JPEG.
+_OPENERS: dict[str, _Opener | None] = {
+    "JPEG": JpegImagePlugin.JpegImageFile,
+    "PNG": PngImagePlugin.PngImageFile,
+    "GIF": GifImagePlugin.GifImageFile,
+    "WEBP": _webp_opener(),
+}
+
+# Recognised but refused: a precise "image_unsupported" beats a vague "image_decode" for operators.
+_UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"8BPS", "PSD"),
+    (b"%PDF", "PDF"),
+    (b"%!PS", "PostScript"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"qoif", "QOI"),
+)
+_ISOBMFF_BRANDS = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}
+_WHITE = (255, 255, 255)
+
+
+def _sniff(data: bytes) -> tuple[str, _Opener]:
+    """The supported format of ``data`` and its parser, or an IngestError naming what it is instead."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        fmt = "PNG"
+    elif data.startswith(b"\xff\xd8\xff"):
+        fmt = "JPEG"
+    elif data.startswith((b"GIF87a", b"GIF89a")):
+        fmt = "GIF"
+    elif data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        fmt = "WEBP"
+    else:
+        raise _unrecognised(data)
+    opener = _OPENERS[fmt]
+    if opener is None:
+        raise IngestError(DeadLetterReason.IMAGE_UNSUPPORTED, f"{fmt} support is not built into Pillow here")
+    return fmt, opener
+
+
+def _unrecognised(data: bytes) -> IngestError:
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<") and b"<svg" in head:
+        return IngestError(DeadLetterReason.IMAGE_UNSUPPORTED, "SVG is not accepted (scriptable, no raster)")
+    for magic, name in _UNSUPPORTED_MAGIC:
+        if data.startswith(magic):
+            return IngestError(DeadLetterReason.IMAGE_UNSUPPORTED, f"{name} is not an accepted image format")
+    if data[4:8] == b"ftyp" and data[8:12] in _ISOBMFF_BRANDS:
+        name = _ISOBMFF_BRANDS[data[8:12]]
+        return IngestError(DeadLetterReason.IMAGE_UNSUPPORTED, f"{name} is not an accepted image format")
+    return IngestError(DeadLetterReason.IMAGE_DECODE, f"not an image (starts with {data[:8]!r})")
+
+
+def _check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
+    if width < 1 or height < 1:
+        raise IngestError(DeadLetterReason.IMAGE_DECODE, f"invalid dimensions {width}x{height}")
+    if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+        raise IngestError(
+            DeadLetterReason.IMAGE_TOO_LARGE,
+            f"{width}x{height} exceeds {limits.max_pixels} pixels or {limits.max_side} per side",
+        )
+    if max(width, height) / min(width, height) > limits.max_aspect_ratio:
+        raise IngestError(
+            DeadLetterReason.IMAGE_UNSUPPORTED,
+            f"aspect ratio of {width}x{height} exceeds {limits.max_aspect_ratio:g}:1",
+        )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with transparency composited on white and 16-bit samples scaled, not clipped."""
+    if image.mode.startswith("I"):
+        # 16-bit greyscale: a plain convert clips every value above 255 to white.
+        image = image.convert("I").point(lambda value: value / 256).convert("L")
+    if "A" in image.getbands() or "transparency" in image.info:
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, _WHITE)
+        flat.paste(rgba, mask=rgba)  # an RGBA mask pastes through its alpha band
+        return flat
+    return image.convert("RGB")
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Decode, bound and normalise an image (EXIF orientation applied, RGB)."""
+    """Decode, bound and normalise an untrusted image: RGB, EXIF orientation applied, first frame.
+
+    Raises IngestError: ``image_too_large`` (bytes, pixels or side over the limits, checked before
+    any pixel is decoded), ``image_unsupported`` (a recognised format we do not accept, or an
+    extreme aspect ratio), ``image_decode`` (empty, not an image, truncated or corrupt).
+    """
+    if not data:
+        raise IngestError(DeadLetterReason.IMAGE_DECODE, "empty image")
     if len(data) > limits.max_bytes:
         raise IngestError(DeadLetterReason.IMAGE_TOO_LARGE, f"{len(data)} bytes > limit {limits.max_bytes}")
+    fmt, opener = _sniff(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > limits.max_pixels or max(width, height) > limits.max_side:
-                raise IngestError(
-                    DeadLetterReason.IMAGE_TOO_LARGE, f"{width}x{height} pixels exceeds the pixel limit"
-                )
-            image.load()
+        with opener(io.BytesIO(data)) as image:  # parses the header only
+            _check_dimensions(*image.size, limits)
+            image.load()  # first frame only: later frames of GIF/WebP/APNG are never decoded
+            ImageOps.exif_transpose(image, in_place=True)
+            return _to_rgb(image)
     except IngestError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise IngestError(DeadLetterReason.IMAGE_TOO_LARGE, f"decompression bomb: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise IngestError(DeadLetterReason.IMAGE_DECODE, f"cannot decode image: {exc}") from exc
-    return ImageOps.exif_transpose(image).convert("RGB")
+    except Exception as exc:
+        # Pillow's parsers signal malformed input with many types (OSError, SyntaxError, EOFError,
+        # struct.error, IndexError, ...): every one of them means "cannot decode this".
+        raise IngestError(DeadLetterReason.IMAGE_DECODE, f"cannot decode {fmt}: {type(exc).__name__}: {exc}") from exc

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _printable(value: str) -> str:
+    # Ids become Kafka and Redis keys, log fields and review-UI labels: no control, format
+    # (bidi overrides that reorder what a reviewer sees) or surrogate characters.
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in value):
+        raise ValueError("must not contain control or format characters")
+    return value
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_printable)]
 
 
 class ImageRef(BaseModel):
@@ -29,8 +41,8 @@ class Post(BaseModel):
 
     model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
 
-    post_id: str = Field(min_length=1, max_length=256)
-    user_id: str = Field(min_length=1, max_length=256)
+    post_id: Identifier
+    user_id: Identifier
     text: str | None = None
     image: ImageRef | None = None
     created_at: datetime | None = None
