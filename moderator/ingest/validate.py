@@ -8,11 +8,12 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import orjson
 from PIL import Image
 from pydantic import ValidationError
 
-from moderator.cache.hashing import content_hash
+from moderator.cache.hashing import content_hash, normalize_text
 from moderator.ingest.errors import IngestError
 from moderator.ingest.fetch import FetchPolicy, fetch_image
 from moderator.ingest.images import ImageLimits, decode_image
@@ -35,7 +36,8 @@ class IngestLimits:
         return cls(
             max_message_bytes=settings.max_message_bytes,
             max_text_chars=settings.max_text_chars,
-            image=ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side),
+            image=ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side,
+                              settings.max_image_aspect_ratio),
             fetch=FetchPolicy(
                 timeout_s=settings.url_fetch_timeout_s,
                 max_bytes=settings.max_image_bytes,
@@ -56,11 +58,16 @@ class ValidPost:
     content_hash: str
 
     async def model_input(self, limits: IngestLimits) -> ModelInput:
-        """Decode the image on a worker thread (bounded, hostile-input safe) and pair it with the text."""
+        """Decode the image on a worker thread (bounded, hostile-input safe) and pair it with the text.
+
+        The model sees the normalised text the content hash was computed from: posts that share a
+        cache entry are exactly the posts that look the same to the model, so a disguised variant
+        (zero-width characters, homoglyphs) can neither dodge the classifier nor poison the cache.
+        """
         image: Image.Image | None = None
         if self.image_bytes is not None:
             image = await asyncio.to_thread(decode_image, self.image_bytes, limits.image)
-        return ModelInput(text=self.post.text, image=image)
+        return ModelInput(text=normalize_text(self.post.text) or None, image=image)
 
 
 def _schema_detail(exc: ValidationError) -> str:
@@ -109,15 +116,19 @@ def _decode_b64(data: str, limits: IngestLimits) -> bytes:
         raise IngestError(DeadLetterReason.IMAGE_DECODE, f"invalid base64: {exc}") from exc
 
 
-async def image_bytes(image: ImageRef, limits: IngestLimits) -> bytes:
+async def image_bytes(image: ImageRef, limits: IngestLimits, client: httpx.AsyncClient | None = None) -> bytes:
     """The raw bytes of a post's image: inline base64 decoded, or fetched from a vetted URL."""
     if image.data_b64 is not None:
         return _decode_b64(image.data_b64, limits)
-    return await fetch_image(image.url or "", limits.fetch)
+    return await fetch_image(image.url or "", limits.fetch, client)
 
 
-async def validate_record(value: bytes | None, limits: IngestLimits) -> ValidPost:
-    """The ingest stage for one record: parse, validate, load the image bytes, hash the content."""
+async def validate_record(value: bytes | None, limits: IngestLimits,
+                          client: httpx.AsyncClient | None = None) -> ValidPost:
+    """The ingest stage for one record: parse, validate, load the image bytes, hash the content.
+
+    ``client`` (from ``new_fetch_client``) is reused across records for URL images.
+    """
     post = parse_post(value, limits)
-    raw_image = await image_bytes(post.image, limits) if post.image is not None else None
+    raw_image = await image_bytes(post.image, limits, client) if post.image is not None else None
     return ValidPost(post=post, image_bytes=raw_image, content_hash=content_hash(post.text, raw_image))
