@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,3 +57,12 @@ class Settings(BaseSettings):
 
     review_host: str = "127.0.0.1"
     review_port: int = 8080
+    # Review accounts: JSON list of {"name", "role": "reviewer"|"admin", "token" or "token_sha256"}.
+    review_users: SecretStr = Field(SecretStr(""), description="Review accounts as JSON (tokens stay secret).")
+    review_users_file: Path | None = Field(None, description="File with the review accounts JSON.")
+    review_lease_s: float = Field(300.0, gt=0, description="How long a claim holds an item before it returns.")
+    review_item_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="How long review items and images live.")
+    review_image_max_side: int = Field(512, ge=64, le=2048, description="Side of the stored review image (JPEG).")
+    review_session_ttl_s: int = Field(8 * 3600, ge=60)
+    review_secure_cookies: bool = Field(False, description="Mark session cookies Secure (serve over HTTPS).")
+    review_audit_max: int = Field(100_000, ge=100, description="Audit log entries kept (oldest trimmed).")

@@ -1,0 +1,91 @@
+"""Helpers for the review tests: accounts, review items, and the app on the real Redis and broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from moderator.decisions.schema import Decision, DecisionSource, PolicyRef
+from moderator.ingest.validate import IngestLimits, validate_record
+from moderator.model.base import ModelInfo
+from moderator.policy.engine import Reason
+from moderator.policy.schema import Action
+from moderator.review.app import create_app
+from moderator.review.auth import Accounts, ReviewUser
+from moderator.review.context import ReviewContext, open_review
+from moderator.review.keys import ReviewKeys
+from moderator.review.models import Role, item_id_for
+from moderator.samples import b64, render_image
+from moderator.settings import Settings
+
+TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab", "root": "root-token-0123456789a"}
+ACCOUNTS = Accounts([
+    ReviewUser(name="alice", role=Role.REVIEWER, token=SecretStr(TOKENS["alice"])),
+    ReviewUser(name="bob", role=Role.REVIEWER, token=SecretStr(TOKENS["bob"])),
+    ReviewUser(name="root", role=Role.ADMIN, token=SecretStr(TOKENS["root"])),
+])
+CATEGORIES = ("nudity", "violence", "drugs", "scam", "hate")
+
+
+def bearer(name: str) -> dict[str, str]:
+    """The Authorization header of one test account."""
+    return {"Authorization": f"Bearer {TOKENS[name]}"}
+
+
+def isolated_keys() -> ReviewKeys:
+    """Review keys no other test touches (the session's Redis is shared)."""
+    return ReviewKeys(prefix=f"test-review-{uuid.uuid4().hex[:8]}:")
+
+
+def review_decision(post_id: str, category: str = "scam", score: float = 0.7, policy: str = "default") -> Decision:
+    """The policy's decision sending a post to review because ``category`` scored ``score``."""
+    scores = {c: 0.05 for c in CATEGORIES} | {category: score}
+    reason = Reason(category=category, score=score, threshold=0.55, action=Action.REVIEW, rule=f"{category}-review")
+    return Decision(post_id=post_id, action=Action.REVIEW, scores=scores, reasons=[reason],
+                    policy=PolicyRef(name=policy, version="1"), model=ModelInfo(name="test", version="t1"),
+                    source=DecisionSource.MODEL, trace_id="4bf92f3577b34da6a3ce929d0e0e4736", latency_ms=12.0,
+                    decided_at=datetime.now(UTC))
+
+
+def post_json(post_id: str, text: str | None = "Earn $5000 a week from home", image: bool = True,
+              overlay: str = "earn $5000 a week") -> dict[str, object]:
+    """A post as the posts topic carries it, with a generated PNG."""
+    post: dict[str, object] = {"post_id": post_id, "user_id": "u-1", "created_at": "2026-11-25T10:00:00Z"}
+    if text:
+        post["text"] = text
+    if image:
+        post["image"] = {"data_b64": b64(render_image(overlay, seed=len(post_id)))}
+    return post
+
+
+async def enqueue(context: ReviewContext, post_id: str, category: str = "scam", score: float = 0.7,
+                  policy: str = "default", **post: object) -> str:
+    """Put a post through ingest validation and into the review queue, as the service does; its item id."""
+    valid = await validate_record(orjson.dumps(post_json(post_id, **post)),  # type: ignore[arg-type]
+                                  IngestLimits.from_settings(context.settings))
+    await context.queue.enqueue(valid, review_decision(post_id, category, score, policy))
+    return item_id_for(post_id)
+
+
+@dataclass
+class ReviewApp:
+    """The review app under test: its context and an HTTP client speaking ASGI to it."""
+
+    context: ReviewContext
+    client: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def review_app(settings: Settings, keys: ReviewKeys | None = None) -> AsyncIterator[ReviewApp]:
+    """The real app on the real Redis and broker, with an in-process HTTP client."""
+    async with open_review(settings, ACCOUNTS, keys or isolated_keys()) as context:
+        transport = httpx.ASGITransport(app=create_app(context))
+        async with httpx.AsyncClient(transport=transport, base_url="http://review.test") as client:
+            yield ReviewApp(context, client)
