@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from moderator.broker import ensure_topics
 from moderator.client import produce, read_topic
 from moderator.embedded.servers import embedded_stack
+from moderator.review.server import demo_review_app
 from moderator.runner import build_service, run_service
 from moderator.samples import malformed_records, records_for, sample_posts
 from moderator.settings import Settings
@@ -54,7 +56,17 @@ async def _watch(settings: Settings, console: Console, expected_decisions: int, 
 
 
 async def run_demo(settings: Settings, count: int, console: Console) -> None:
-    """Run the whole demo inside one event loop until every sample post has its decision."""
+    """The review app and the sample run in one event loop; on a terminal the app stays up until Ctrl-C."""
+    async with demo_review_app(settings) as review:
+        console.print(f"review UI [cyan]{review.url}[/] (log in as [bold]{review.login}[/])")
+        await _moderate_samples(settings, count, console)
+        if sys.stdin.isatty():
+            console.print(f"posts sent to review wait at [cyan]{review.url}[/]; Ctrl-C stops the demo")
+            await asyncio.Event().wait()
+
+
+async def _moderate_samples(settings: Settings, count: int, console: Console) -> None:
+    """Run the service until every sample post has its decision."""
     await ensure_topics(settings)
     service = build_service(settings)
     console.print(f"model: [cyan]{service.classifier.info.name}[/] {service.classifier.info.version}")

@@ -13,6 +13,7 @@ from moderator.model.base import Classifier
 from moderator.model.loader import load_classifier
 from moderator.policy.loader import load_policy_dir
 from moderator.policy.store import PolicyStore
+from moderator.review.queue import RedisReviewQueue
 from moderator.service import ModerationService, ReviewSink
 from moderator.settings import Settings
 
@@ -33,7 +34,11 @@ def build_service(settings: Settings, classifier: Classifier | None = None,
     policies = PolicyStore(load_policy_dir(settings.policy_dir))
     if classifier is None:
         classifier = load_classifier(settings, policies.policies[policies.default].head_spec())
-    return ModerationService(settings, classifier, policies, connect_redis(settings), review)
+    redis = connect_redis(settings)
+    service = ModerationService(settings, classifier, policies, redis, review)
+    if review is None and redis is not None:  # posts sent to review wait for people in Redis
+        service.review = RedisReviewQueue(redis, settings, stopping=service.stopping)
+    return service
 
 
 async def run_service(service: ModerationService, install_signal_handlers: bool = True) -> None:
