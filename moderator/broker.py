@@ -45,13 +45,13 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None = None)
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create the input, output and dead-letter topics if they do not exist."""
+    """Create the input, output, dead-letter (and shadow-disagreement, if set) topics if they do not exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id=settings.kafka_client_id)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.input_topic, settings.output_topic, settings.dlq_topic]
-        missing = [NewTopic(t, settings.topic_partitions, 1) for t in wanted if t not in existing]
+        wanted = [settings.input_topic, settings.output_topic, settings.dlq_topic, settings.shadow_topic]
+        missing = [NewTopic(t, settings.topic_partitions, 1) for t in wanted if t and t not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 
@@ -11,7 +12,7 @@ from redis.asyncio import Redis
 
 from moderator.model.base import Classifier
 from moderator.model.loader import load_classifier
-from moderator.policy.loader import load_policy_dir
+from moderator.policy.loader import load_policy_set
 from moderator.policy.store import PolicyStore
 from moderator.review.queue import RedisReviewQueue
 from moderator.service import ModerationService, ReviewSink
@@ -31,11 +32,13 @@ def connect_redis(settings: Settings) -> Redis | None:
 def build_service(settings: Settings, classifier: Classifier | None = None,
                   review: ReviewSink | None = None) -> ModerationService:
     """The service with its policies, classifier and Redis connection; the classifier may be given (tests)."""
-    policies = PolicyStore(load_policy_dir(settings.policy_dir))
+    policies = PolicyStore(load_policy_set(settings.policy_dir))
+    # A classifier built here can be rebuilt when a policy reload changes categories or prompts.
+    factory = functools.partial(load_classifier, settings) if classifier is None else None
     if classifier is None:
-        classifier = load_classifier(settings, policies.policies[policies.default].head_spec())
+        classifier = load_classifier(settings, policies.current.head_spec())
     redis = connect_redis(settings)
-    service = ModerationService(settings, classifier, policies, redis, review)
+    service = ModerationService(settings, classifier, policies, redis, review, classifier_factory=factory)
     if review is None and redis is not None:  # posts sent to review wait for people in Redis
         service.review = RedisReviewQueue(redis, settings, stopping=service.stopping)
     return service

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,10 +31,12 @@ from moderator.decisions.schema import Decision, DecisionSource, PolicyRef
 from moderator.ingest.errors import IngestError
 from moderator.ingest.offsets import OffsetTracker
 from moderator.ingest.schema import DeadLetterReason
+from moderator.ingest.images import decode_image
 from moderator.ingest.validate import IngestLimits, ValidPost, post_id_of, validate_record
-from moderator.model.base import Classifier, ModelInput
+from moderator.model.base import Classifier, HeadSpec, ModelInput
 from moderator.model.split import score_splitting
 from moderator.policy.engine import evaluate
+from moderator.policy.runtime import PolicyRuntime
 from moderator.policy.schema import Action
 from moderator.policy.store import PolicyStore
 from moderator.settings import Settings
@@ -86,22 +88,27 @@ class ModerationService:
     """One consumer-group member of the moderation service."""
 
     def __init__(self, settings: Settings, classifier: Classifier, policies: PolicyStore,
-                 redis: Redis | None = None, review: ReviewSink | None = None) -> None:
+                 redis: Redis | None = None, review: ReviewSink | None = None,
+                 classifier_factory: Callable[[HeadSpec], Classifier] | None = None) -> None:
         self.settings = settings
         self.classifier = classifier
         self.policies = policies
+        self.classifier_factory = classifier_factory
         self.redis = redis
         self.review = review
         self.cache = ScoreCache(redis, settings.cache_ttl_s) if redis is not None else None
         self.limits = IngestLimits.from_settings(settings)
         self.stats = ServiceStats()
+        # Banks, shadow policies, recording for backtests, hot reload (rebuilding the classifier if prompts change).
+        self.policy_runtime = PolicyRuntime(settings, policies, redis, None,
+                                            self._rebuild_classifier if classifier_factory is not None else None)
         self.stopping = asyncio.Event()
         self._model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.model_batcher: MicroBatcher[ModelInput, Scores] = MicroBatcher(
             self._score_batch, settings.max_batch, settings.max_wait_ms
         )
         self.cache_batcher: MicroBatcher[str, Scores | None] = MicroBatcher(self._lookup_batch, 256, 1.0)
-        self.cache_writer: MicroBatcher[tuple[str, Scores], None] = MicroBatcher(self._write_batch, 256, 1.0)
+        self.cache_writer: MicroBatcher[tuple[str, str, Scores], None] = MicroBatcher(self._write_batch, 256, 1.0)
         self._in_flight_scores: dict[str, asyncio.Future[Scores]] = {}
         self._offsets = OffsetTracker()
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
@@ -120,9 +127,15 @@ class ModerationService:
         await start_with_retry(self.producer, self.settings, self.stopping)
         self.publisher = Publisher(self.producer, self.settings.output_topic, self.settings.dlq_topic,
                                    self.settings.kafka_retry_backoff_max_s, self.stopping)
+        self.policy_runtime.start(self.producer)
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.input_topic], listener=_Revoke(self))
         await start_with_retry(self.consumer, self.settings, self.stopping)
+
+    async def _rebuild_classifier(self, heads: HeadSpec) -> None:
+        """Build a classifier for new categories/prompts off the event loop, then swap it in (policy reload)."""
+        assert self.classifier_factory is not None
+        self.classifier = await asyncio.to_thread(self.classifier_factory, heads)
 
     async def run(self) -> None:
         """Consume until ``stop()`` is called, then drain what is in flight and commit."""
@@ -147,6 +160,7 @@ class ModerationService:
 
     async def close(self) -> None:
         """Release clients and workers (after ``run()`` returned)."""
+        await self.policy_runtime.close()
         await self.model_batcher.close()
         await self.cache_batcher.close()
         await self.cache_writer.close()
@@ -219,7 +233,10 @@ class ModerationService:
         try:
             with self.stats.timed("validate"):
                 post = await validate_record(record.value, self.limits)
-            scores, source = await self._scores(post)
+            policy = self.policies.select(post.post.metadata)
+            matches, verdict = await self.policy_runtime.bank_check(
+                post.image_bytes, post.post.metadata, policy, lambda data: decode_image(data, self.limits.image))
+            scores, source = await self._scores(post) if verdict is None else ({}, DecisionSource.BANK)
         except IngestError as error:
             await self._dead_letter(record, error)
             return
@@ -227,8 +244,8 @@ class ModerationService:
             log.exception("unexpected error on %s:%s:%s", record.topic, record.partition, record.offset)
             await self._dead_letter(record, IngestError(DeadLetterReason.INTERNAL_ERROR, repr(exc)))
             return
-        policy = self.policies.select(post.post.metadata)
-        verdict = evaluate(policy, scores)
+        if verdict is None:
+            verdict = evaluate(policy, scores, post.post.metadata, matches)
         trace_id, traceparent_out = child_traceparent(trace_id_from(traceparent_in))
         decision = Decision(
             post_id=post.post.post_id, action=verdict.action, scores=scores, reasons=verdict.reasons,
@@ -241,6 +258,8 @@ class ModerationService:
         with self.stats.timed("publish"):
             await self.publisher.decision(decision, traceparent_out)
         self.stats.decisions[source.value] += 1
+        await self.policy_runtime.observe(decision.post_id, policy, verdict, scores, post.post.metadata, matches,
+                                          decision.model.version)
 
     async def _dead_letter(self, record: ConsumerRecord, error: IngestError) -> None:
         assert self.publisher is not None
@@ -256,6 +275,8 @@ class ModerationService:
             return await asyncio.shield(shared), DecisionSource.CACHE
         future: asyncio.Future[Scores] = asyncio.get_running_loop().create_future()
         self._in_flight_scores[post.content_hash] = future
+        # Captured before scoring: a classifier swapped in meanwhile (policy reload) must not get these scores.
+        model_version = self.classifier.info.version
         try:
             scores = await self._infer(post)
         except Exception as exc:
@@ -265,7 +286,7 @@ class ModerationService:
         finally:
             self._in_flight_scores.pop(post.content_hash, None)
         future.set_result(scores)
-        await self._store(post.content_hash, scores)
+        await self._store(post.content_hash, scores, model_version)
         return scores, DecisionSource.MODEL
 
     async def _infer(self, post: ValidPost) -> Scores:
@@ -296,17 +317,21 @@ class ModerationService:
             log.warning("cache lookup failed, scoring without cache: %s", exc)
             return [None] * len(hashes)
 
-    async def _write_batch(self, entries: Sequence[tuple[str, Scores]]) -> list[None]:
+    async def _write_batch(self, entries: Sequence[tuple[str, str, Scores]]) -> list[None]:
         assert self.cache is not None
+        by_version: dict[str, dict[str, Scores]] = {}
+        for model_version, content_hash, scores in entries:
+            by_version.setdefault(model_version, {})[content_hash] = scores
         with self.stats.timed("cache_write"):
-            await self.cache.set_many(self.classifier.info.version, dict(entries))
+            for model_version, batch in by_version.items():
+                await self.cache.set_many(model_version, batch)
         return [None] * len(entries)
 
-    async def _store(self, content_hash: str, scores: Scores) -> None:
+    async def _store(self, content_hash: str, scores: Scores, model_version: str) -> None:
         if self.cache is None:
             return
         try:
-            await self.cache_writer.submit((content_hash, scores))
+            await self.cache_writer.submit((model_version, content_hash, scores))
         except RedisError as exc:
             self.stats.cache_errors += 1
             log.warning("cache write failed: %s", exc)

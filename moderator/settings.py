@@ -46,6 +46,12 @@ class Settings(BaseSettings):
 
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
 
+    # Policies at run time: hot reload, shadow disagreements, recorded scores for backtests, hash banks.
+    policy_watch: bool = Field(True, description="Reload the policy directory when its files change.")
+    shadow_topic: str = Field("", description="Topic for shadow-policy disagreements; empty = metric only.")
+    score_log_max: int = Field(1_000_000, ge=0, description="Decisions kept in Redis for backtests; 0 = none.")
+    bank_refresh_s: float = Field(2.0, gt=0, description="How often hash banks are re-checked in Redis.")
+
     # Input limits (hostile input protection).
     max_text_chars: int = 20_000
     max_message_bytes: int = 16 * 1024 * 1024

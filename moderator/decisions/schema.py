@@ -18,6 +18,7 @@ class DecisionSource(StrEnum):
     MODEL = "model"
     CACHE = "cache"
     REVIEWER = "reviewer"
+    BANK = "bank"  # a hash-bank rule decided before any score: the model was skipped
 
 
 class PolicyRef(BaseModel):

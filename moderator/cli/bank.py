@@ -1,0 +1,132 @@
+"""`moderator bank add|remove|list`: curate the hash banks of known content in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moderator.banks.schema import BankKind
+from moderator.banks.store import BankError, BankStore
+from moderator.settings import Settings
+
+console = Console()
+T = TypeVar("T")
+
+NameArgument = Annotated[str, typer.Argument(help="Bank name (policies refer to it: {bank: NAME})")]
+
+
+def _run(operation: Callable[[BankStore], Awaitable[T]]) -> T:
+    """Run one operation against the configured Redis; BankError becomes a clean exit code 1."""
+    from moderator.runner import connect_redis
+
+    async def go() -> T:
+        redis = connect_redis(Settings())
+        if redis is None:
+            raise typer.BadParameter("set MODERATOR_REDIS_URL: banks live in Redis")
+        try:
+            return await operation(BankStore(redis))
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(go())
+    except BankError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+
+def hash_item(item: str, kind: BankKind, settings: Settings) -> str:
+    """The bank hash of an image file (sha256 of its bytes, or its PDQ hash), or ``item`` itself as hex."""
+    from moderator.banks.hashing import MIN_PDQ_QUALITY, pdq_hex, sha256_hex
+    from moderator.banks.schema import normalise_hash
+    from moderator.ingest.images import ImageLimits, decode_image
+
+    path = Path(item)
+    if not path.is_file():
+        try:
+            return normalise_hash(item)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{item!r} is neither an image file nor a 64-hex-digit hash") from exc
+    data = path.read_bytes()
+    if kind is BankKind.SHA256:
+        return sha256_hex(data)
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side)
+    digest, quality = pdq_hex(decode_image(data, limits))
+    if quality < MIN_PDQ_QUALITY:
+        raise typer.BadParameter(f"{item}: PDQ quality {quality} < {MIN_PDQ_QUALITY} (too flat to match reliably)")
+    return digest
+
+
+def add(
+    name: NameArgument,
+    items: Annotated[list[str], typer.Argument(help="Image files, or hashes as 64 hex digits")],
+    kind: Annotated[BankKind, typer.Option("--kind", help="Kind of a new bank: pdq (perceptual) or sha256 "
+                                                          "(exact file bytes)")] = BankKind.PDQ,
+    label: Annotated[str, typer.Option("--label", help="Why these items are banked")] = "",
+    description: Annotated[str, typer.Option("--description", help="Description of a new bank")] = "",
+) -> None:
+    """Add images (or hashes) to a bank, creating the bank on first use."""
+    settings = Settings()
+
+    async def operation(store: BankStore) -> tuple[int, BankKind]:
+        info = await store.create(name, kind, description)
+        hashes = [hash_item(item, info.kind, settings) for item in items]
+        return await store.add(name, hashes, label), info.kind
+
+    added, bank_kind = _run(operation)
+    console.print(f"{name} ({bank_kind.value}): {added} added, {len(items) - added} already banked")
+
+
+def remove(
+    name: NameArgument,
+    items: Annotated[list[str], typer.Argument(help="Image files, or hashes as 64 hex digits")],
+) -> None:
+    """Remove images (or hashes) from a bank."""
+    settings = Settings()
+
+    async def operation(store: BankStore) -> int:
+        info = await store.info(name)
+        return await store.remove(name, [hash_item(item, info.kind, settings) for item in items])
+
+    removed = _run(operation)
+    console.print(f"{name}: {removed} removed, {len(items) - removed} were not banked")
+
+
+def list_banks(
+    name: Annotated[str | None, typer.Argument(help="Show this bank's entries")] = None,
+) -> None:
+    """List banks (with entry counts), or one bank's entries (hash, time added, label)."""
+    if name is None:
+        async def banks(store: BankStore) -> list[tuple[str, str, int, str]]:
+            return [(b.name, b.kind.value, len(await store.entries(b.name)), b.description)
+                    for b in await store.banks()]
+
+        table = Table(title="hash banks")
+        for column in ("bank", "kind", "entries", "description"):
+            table.add_column(column)
+        for row in _run(banks):
+            table.add_row(row[0], row[1], str(row[2]), row[3])
+        console.print(table)
+        return
+
+    async def entries(store: BankStore) -> list[tuple[str, str, str]]:
+        await store.info(name)
+        return sorted((e.hash, e.label, e.added_at.isoformat()) for e in await store.entries(name))
+
+    for digest, label, added in _run(entries):  # one entry per line, whole hashes: easy to grep and pipe
+        typer.echo(f"{digest}  {added}  {label}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `bank` sub-app to the CLI."""
+    bank = typer.Typer(no_args_is_help=True, help="Hash banks of known content (exact sha256 and PDQ).")
+    bank.command("add")(add)
+    bank.command("remove")(remove)
+    bank.command("list")(list_banks)
+    app.add_typer(bank, name="bank")

@@ -1,0 +1,254 @@
+"""`moderator policy validate|schema|test|backtest`: check policies, dry-run them, replay recorded decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moderator.policy.engine import Verdict
+from moderator.settings import Settings
+
+console = Console()
+
+PolicyDirOption = Annotated[
+    Path | None, typer.Option("--policy-dir", help="Directory of the serving policies [default: MODERATOR_POLICY_DIR]")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
+
+
+def validate(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Policy directories or files [default: policy dir]")
+    ] = None,
+    policy_dir: PolicyDirOption = None,
+) -> None:
+    """Check policies; errors name file, line and field. Exit code 1 when any is invalid (for CI)."""
+    from moderator.policy.loader import PolicyError, load_candidate, load_policy_set
+
+    settings = Settings()
+    failed = False
+    for path in paths or [policy_dir or settings.policy_dir]:
+        try:
+            if path.is_dir():
+                policies = list(load_policy_set(path).policies.values())
+            else:
+                policies = [load_candidate(path, policy_dir or path.parent)[1]]
+        except (PolicyError, OSError) as exc:
+            failed = True
+            typer.echo(str(exc), err=True)
+            continue
+        for policy in policies:
+            role = ("default" if policy.default or len(policies) == 1 else
+                    f"shadow of {policy.shadow_of}" if policy.shadow_of else "selected by applies_when")
+            typer.echo(f"ok  {path}: {policy.name} v{policy.version} ({role}, {len(policy.rules)} rules)")
+    if failed:
+        raise typer.Exit(1)
+
+
+def schema(
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,
+) -> None:
+    """Print the JSON Schema of policy files (for editors: yaml-language-server, VS Code, IntelliJ)."""
+    from moderator.policy.schema import policy_json_schema
+
+    text = json.dumps(policy_json_schema(), indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+def _read_posts(path: Path) -> list[dict[str, Any]]:
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    posts: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        data = orjson.loads(line)
+        if not isinstance(data, dict):
+            raise typer.BadParameter(f"{path}:{number}: each line must be a JSON object (a post)")
+        posts.append(data)
+    return posts
+
+
+async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> list[dict[str, Any]]:
+    """Decide each post under the policy; scores from the line's ``scores`` or from the model."""
+    from moderator.banks.hashing import sha256_hex
+    from moderator.banks.matcher import BankMatcher
+    from moderator.banks.schema import BankMatch
+    from moderator.banks.store import BankStore
+    from moderator.ingest.errors import IngestError
+    from moderator.ingest.images import decode_image
+    from moderator.ingest.validate import IngestLimits, ValidPost, validate_record
+    from moderator.policy.engine import bank_verdict, evaluate
+    from moderator.policy.loader import load_candidate
+    from moderator.runner import connect_redis
+
+    policy_set, policy = load_candidate(policy_file, settings.policy_dir)
+    limits = IngestLimits.from_settings(settings)
+    redis = connect_redis(settings) if policy.bank_limits() else None
+    banks = BankMatcher(BankStore(redis)) if redis is not None else None
+    rows: list[dict[str, Any]] = []
+    to_score: list[tuple[dict[str, Any], ValidPost, list[BankMatch]]] = []
+    try:
+        for data in _read_posts(posts_file):
+            given, expect = data.pop("scores", None), data.pop("expect", None)
+            row: dict[str, Any] = {"post_id": str(data.get("post_id", "?")), "expect": expect}
+            rows.append(row)
+            try:
+                post = await validate_record(orjson.dumps(data), limits)
+            except IngestError as exc:
+                row.update(action="dead-letter", rule=exc.reason.value, source="ingest")
+                continue
+            matches: list[BankMatch] = []
+            if banks is not None and post.image_bytes is not None:
+                matches = await banks.match(post.image_bytes, sha256_hex(post.image_bytes), policy.bank_limits(),
+                                            lambda b: decode_image(b, limits.image))
+            verdict: Verdict | None = bank_verdict(policy, post.post.metadata, matches)
+            if verdict is not None:
+                row.update(_verdict_row(verdict), source="bank", scores={})
+            elif given is not None:
+                scores = {str(k): float(v) for k, v in given.items()}
+                verdict = evaluate(policy, scores, post.post.metadata, matches)
+                row.update(_verdict_row(verdict), source="given", scores=scores)
+            else:
+                to_score.append((row, post, matches))
+        if to_score:
+            from moderator.model.loader import load_classifier
+
+            classifier = load_classifier(settings, policy_set.head_spec())
+            inputs = [await post.model_input(limits) for _, post, _ in to_score]
+            for (row, post, matches), scores in zip(to_score, classifier.score_batch(inputs), strict=True):
+                verdict = evaluate(policy, scores, post.post.metadata, matches)
+                row.update(_verdict_row(verdict), source="model", scores=scores)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+    return rows
+
+
+def _verdict_row(verdict: Verdict) -> dict[str, Any]:
+    deciding = verdict.deciding
+    return {"action": verdict.action.value, "rule": deciding.rule if deciding else "(default action)",
+            "label": deciding.label if deciding else None,
+            "fired": [r.rule for r in verdict.reasons]}
+
+
+def test(
+    policy_file: Annotated[Path, typer.Argument(help="Policy file to try", exists=True, dir_okay=False)],
+    posts: Annotated[Path, typer.Option("--posts", help="JSONL of posts; a line may carry \"scores\" and "
+                                                        "\"expect\" (the action it should get)", exists=True)],
+    policy_dir: PolicyDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Dry-run a policy on sample posts: each post's action and the rule that fired.
+
+    Exit code 1 when a post's action differs from its "expect".
+    """
+    from moderator.policy.loader import PolicyError
+
+    settings = Settings()
+    if policy_dir is not None:
+        settings = settings.model_copy(update={"policy_dir": policy_dir})
+    try:
+        rows = asyncio.run(_dry_run(settings, policy_file, posts))
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    wrong = [r for r in rows if r["expect"] is not None and r["expect"] != r["action"]]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+    else:
+        table = Table(title=f"{policy_file}: {len(rows)} posts")
+        for column in ("post", "action", "rule", "label", "scores from", "expected"):
+            table.add_column(column)
+        for row in rows:
+            mark = "" if row["expect"] is None else ("ok" if row["expect"] == row["action"] else f"✗ {row['expect']}")
+            table.add_row(row["post_id"], row["action"], row["rule"], row.get("label") or "", row["source"], mark)
+        console.print(table)
+    if wrong:
+        typer.echo(f"{len(wrong)} post(s) did not get the expected action: "
+                   + ", ".join(f"{r['post_id']} ({r['action']}, expected {r['expect']})" for r in wrong), err=True)
+        raise typer.Exit(1)
+
+
+async def _recorded(settings: Settings, since: str, until: str | None, group: str | None) -> list[Any]:
+    from moderator.policy.backtest import parse_since
+    from moderator.policy.recording import ScoreLog, log_key
+    from moderator.runner import connect_redis
+
+    redis = connect_redis(settings)
+    if redis is None:
+        raise typer.BadParameter("set MODERATOR_REDIS_URL (recorded decisions live in Redis) or give --scores FILE")
+    try:
+        score_log = ScoreLog(redis, log_key(group or settings.consumer_group), settings.score_log_max)
+        return [r async for r in score_log.read(parse_since(since), parse_since(until) if until else None)]
+    finally:
+        await redis.aclose()
+
+
+def backtest(
+    policy_file: Annotated[Path, typer.Argument(help="Candidate policy file", exists=True, dir_okay=False)],
+    since: Annotated[str, typer.Option("--since", help="Replay decisions since: 24h, 7d, or an ISO time")] = "24h",
+    until: Annotated[str | None, typer.Option("--until", help="... until this time (default: now)")] = None,
+    scores: Annotated[
+        Path | None, typer.Option("--scores", help="Read records from this JSONL file, not Redis")
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Deployment (consumer group) whose decisions "
+                                                              "to replay [default: MODERATOR_CONSUMER_GROUP]")] = None,
+    all_policies: Annotated[bool, typer.Option("--all-policies", help="Also replay posts another policy "
+                                                                      "decided")] = False,
+    examples: Annotated[int, typer.Option("--examples", help="Examples shown per category")] = 3,
+    policy_dir: PolicyDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay recorded scores under a candidate policy: how many actions change, by category, with examples."""
+    from moderator.policy.backtest import backtest as run_backtest
+    from moderator.policy.loader import PolicyError, load_candidate
+    from moderator.policy.recording import read_jsonl
+
+    settings = Settings()
+    try:
+        _, policy = load_candidate(policy_file, policy_dir or settings.policy_dir)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    records = read_jsonl(scores) if scores is not None else asyncio.run(_recorded(settings, since, until, group))
+    report = run_backtest(policy, records, all_policies=all_policies, examples_per_category=examples)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    typer.echo(f"{policy.name} v{policy.version}: replayed {report.replayed} recorded decisions "
+               f"({report.skipped} by other policies skipped); {report.changed} actions would change")
+    if not report.changed:
+        return
+    moves = Table(title="changes")
+    moves.add_column("before -> after")
+    moves.add_column("posts", justify="right")
+    for key, count in sorted(report.transitions.items()):
+        moves.add_row(key, str(count))
+    console.print(moves)
+    table = Table(title="by category")
+    for column in ("category", "changed", "examples (post: before -> after, rule)"):
+        table.add_column(column)
+    for category, count in sorted(report.by_category.items(), key=lambda kv: -kv[1]):
+        shown = "; ".join(f"{c.post_id}: {c.before} -> {c.after}, {c.rule_after or c.rule_before}"
+                          for c in report.examples.get(category, []))
+        table.add_row(category, str(count), shown)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `policy` sub-app to the CLI."""
+    policy = typer.Typer(no_args_is_help=True, help="Validate, dry-run and backtest moderation policies.")
+    policy.command("validate")(validate)
+    policy.command("schema")(schema)
+    policy.command("test")(test)
+    policy.command("backtest")(backtest)
+    app.add_typer(policy, name="policy")
