@@ -1,0 +1,1 @@
+"""Benchmarks printed as side-by-side ratios: bare model, pipeline, naive per-message loop, cache hits."""

@@ -1,0 +1,173 @@
+"""Through the real broker and Redis: the service, a naive per-message loop, and the cache-hit path."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import orjson
+from pydantic import BaseModel
+
+from moderator.bench.workload import reposts
+from moderator.broker import ensure_topics, make_consumer, make_producer
+from moderator.client import produce, read_topic
+from moderator.decisions.schema import Decision, DecisionSource, PolicyRef
+from moderator.ingest.validate import IngestLimits, validate_record
+from moderator.model.base import Classifier
+from moderator.policy.engine import evaluate
+from moderator.policy.store import PolicyStore
+from moderator.runner import connect_redis, run_service
+from moderator.samples import records_for
+from moderator.service import ModerationService
+from moderator.settings import Settings
+
+
+class RunResult(BaseModel):
+    """One scenario run."""
+
+    scenario: str
+    max_batch: int | None = None
+    max_wait_ms: float | None = None
+    posts: int
+    posts_per_s: float
+    mean_batch: float | None = None
+    latency_ms: dict[str, float] = {}
+    stage_ms_per_post: dict[str, float] = {}
+
+
+def fresh(settings: Settings, **overrides: object) -> Settings:
+    """Settings with topics and a consumer group of their own."""
+    run = uuid.uuid4().hex[:8]
+    return settings.model_copy(update={"input_topic": f"bench-posts-{run}", "output_topic": f"bench-decisions-{run}",
+                                       "dlq_topic": f"bench-dlq-{run}", "consumer_group": f"bench-{run}", **overrides})
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 2), "p95": round(cuts[94], 2), "p99": round(cuts[98], 2)}
+
+
+async def _decision_timestamps(settings: Settings, count: int) -> list[tuple[str, int]]:
+    """(post_id, broker timestamp in ms) of ``count`` decisions."""
+    return [(r.key.decode(), r.timestamp)
+            async for r in read_topic(settings, settings.output_topic, until_count=count, timeout_s=900)]
+
+
+def _throughput(stamps: Sequence[int]) -> float:
+    """Posts per second between the first and the last decision (start-up excluded)."""
+    span_s = (max(stamps) - min(stamps)) / 1000
+    return (len(stamps) - 1) / span_s if span_s > 0 else float("inf")
+
+
+async def _run_service_over(settings: Settings, classifier: Classifier, policies: PolicyStore,
+                            count: int) -> tuple[ModerationService, list[tuple[str, int]]]:
+    service = ModerationService(settings, classifier, policies, connect_redis(settings))
+    task = asyncio.create_task(run_service(service, install_signal_handlers=False))
+    try:
+        stamps = await _decision_timestamps(settings, count)
+    finally:
+        await service.stop()
+        await task
+    return service, stamps
+
+
+async def bench_pipeline(settings: Settings, classifier: Classifier, policies: PolicyStore,
+                         posts: list[dict[str, object]], max_batch: int, max_wait_ms: float) -> RunResult:
+    """The service over a backlog of unique posts: sustained throughput and where the time goes."""
+    settings = fresh(settings, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    await ensure_topics(settings)
+    await produce(settings, records_for(posts))
+    service, stamps = await _run_service_over(settings, classifier, policies, len(posts))
+    sizes = service.model_batcher.stats.sizes
+    return RunResult(
+        scenario="pipeline", max_batch=max_batch, max_wait_ms=max_wait_ms, posts=len(posts),
+        posts_per_s=_throughput([t for _, t in stamps]), mean_batch=sum(sizes) / max(1, len(sizes)),
+        stage_ms_per_post={k: round(1000 * v / len(posts), 3) for k, v in sorted(service.stats.stage_s.items())},
+    )
+
+
+async def bench_latency(settings: Settings, classifier: Classifier, policies: PolicyStore,
+                        posts: list[dict[str, object]], max_batch: int, max_wait_ms: float,
+                        rate_per_s: float) -> RunResult:
+    """Low load: posts trickle in at ``rate_per_s``; latency from produce to decision (broker timestamps)."""
+    settings = fresh(settings, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    await ensure_topics(settings)
+    service = ModerationService(settings, classifier, policies, connect_redis(settings))
+    task = asyncio.create_task(run_service(service, install_signal_handlers=False))
+    produced: dict[str, int] = {}
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        while not service.consumer or not service.consumer.assignment():
+            await asyncio.sleep(0.1)  # the group join is start-up, not latency
+        for post in posts:
+            meta = await producer.send_and_wait(settings.input_topic, orjson.dumps(post), key=str(post["post_id"]).encode())
+            produced[str(post["post_id"])] = meta.timestamp
+            await asyncio.sleep(1 / rate_per_s)
+        stamps = await _decision_timestamps(settings, len(posts))
+    finally:
+        await producer.stop()
+        await service.stop()
+        await task
+    latencies = [t - produced[pid] for pid, t in stamps]
+    sizes = service.model_batcher.stats.sizes
+    return RunResult(scenario="latency", max_batch=max_batch, max_wait_ms=max_wait_ms, posts=len(posts),
+                     posts_per_s=rate_per_s, mean_batch=sum(sizes) / max(1, len(sizes)),
+                     latency_ms=_percentiles(latencies))
+
+
+async def bench_naive(settings: Settings, classifier: Classifier, policies: PolicyStore,
+                      posts: list[dict[str, object]]) -> RunResult:
+    """The loop a user writes first: one record, one forward pass, one publish, one commit."""
+    settings = fresh(settings)
+    await ensure_topics(settings)
+    await produce(settings, records_for(posts))
+    limits = IngestLimits.from_settings(settings)
+    consumer = make_consumer(settings, settings.input_topic)
+    producer = make_producer(settings)
+    await consumer.start()
+    await producer.start()
+    stamps: list[int] = []
+    try:
+        while len(stamps) < len(posts):
+            record = await consumer.getone()
+            started = time.monotonic()
+            post = await validate_record(record.value, limits)
+            scores = classifier.score_batch([await post.model_input(limits)])[0]
+            policy = policies.select(post.post.metadata)
+            verdict = evaluate(policy, scores, post.post.metadata)
+            decision = Decision(
+                post_id=post.post.post_id, action=verdict.action, scores=scores, reasons=verdict.reasons,
+                policy=PolicyRef(name=policy.name, version=policy.version), model=classifier.info,
+                source=DecisionSource.MODEL, latency_ms=(time.monotonic() - started) * 1000,
+                decided_at=datetime.now(UTC),
+            )
+            meta = await producer.send_and_wait(settings.output_topic, decision.model_dump_json().encode(),
+                                                key=post.post.post_id.encode())
+            await consumer.commit()
+            stamps.append(meta.timestamp)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return RunResult(scenario="naive", max_batch=1, posts=len(posts), posts_per_s=_throughput(stamps))
+
+
+async def bench_cache(settings: Settings, classifier: Classifier, policies: PolicyStore,
+                      scored_posts: list[dict[str, object]], count: int) -> RunResult:
+    """A stream of reposts of already-scored content: every post is a cache hit, no model call."""
+    settings = fresh(settings, max_in_flight=2048, fetch_max_records=1024)
+    await ensure_topics(settings)
+    stream = reposts([scored_posts[i % len(scored_posts)] for i in range(count)], "repost")
+    await produce(settings, records_for(stream))
+    service, stamps = await _run_service_over(settings, classifier, policies, len(stream))
+    if service.stats.decisions["model"]:
+        raise RuntimeError("cache benchmark reached the model: the originals were not scored first")
+    return RunResult(scenario="cache", posts=len(stream), posts_per_s=_throughput([t for _, t in stamps]),
+                     stage_ms_per_post={k: round(1000 * v / len(stream), 3)
+                                        for k, v in sorted(service.stats.stage_s.items())})

@@ -1,0 +1,79 @@
+"""Print benchmark tables, write JSON, and optionally plot throughput vs batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from moderator.bench.suite import ModelReport
+
+
+def print_report(report: ModelReport, console: Console) -> None:
+    """The tables for one model, ratios last."""
+    console.rule(f"[bold]{report.model}[/] ({report.model_version}) on {report.device}")
+    bare = Table("batch", "posts/s", "ms/batch", title="bare model (decoded inputs, no I/O)")
+    for row in report.bare:
+        bare.add_row(str(row.batch_size), f"{row.posts_per_s:,.1f}", f"{row.ms_per_batch:.2f}")
+    console.print(bare)
+
+    runs = Table("scenario", "max_batch", "max_wait_ms", "posts", "posts/s", "mean batch", "p50/p95/p99 ms",
+                 title="through the broker and Redis")
+    for run in [*report.pipeline, report.naive, report.cache, report.latency]:
+        lat = "/".join(f"{run.latency_ms[k]:.0f}" for k in ("p50", "p95", "p99")) if run.latency_ms else "-"
+        runs.add_row(run.scenario, str(run.max_batch or "-"), str(run.max_wait_ms or "-"), str(run.posts),
+                     f"{run.posts_per_s:,.1f}", f"{run.mean_batch:.1f}" if run.mean_batch else "-", lat)
+    console.print(runs)
+
+    best = report.best_pipeline
+    stages = Table("stage", "ms per post", title=f"where the time goes (pipeline, max_batch={best.max_batch}; "
+                                                 "stages overlap, so they do not add up to 1/throughput)")
+    for stage, ms in best.stage_ms_per_post.items():
+        stages.add_row(stage, f"{ms:.3f}")
+    console.print(stages)
+
+    ratios = report.ratios()
+    summary = Table("measure", "value", title="ratios (same run, same model, same broker)")
+    summary.add_row("pipeline / naive per-message", f"{ratios['pipeline_vs_naive']:.2f}x")
+    summary.add_row(f"pipeline / bare model at batch {best.max_batch}",
+                    f"{ratios['pipeline_vs_bare_model_same_batch']:.0%}")
+    summary.add_row("cache-hit path", f"{ratios['cache_posts_per_s']:,.0f} posts/s")
+    summary.add_row("low-load p99 vs max_wait + 2 x forward",
+                    f"{ratios['low_load_p99_ms']:.0f} ms vs {ratios['p99_bound_ms']:.0f} ms")
+    console.print(summary)
+
+
+def write_json(reports: list[ModelReport], path: Path) -> None:
+    """All measurements and ratios as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = [{**r.model_dump(mode="json"), "ratios": r.ratios()} for r in reports]
+    import orjson
+
+    path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+
+
+def plot(reports: list[ModelReport], path: Path) -> None:
+    """Throughput vs batch size (bare model and pipeline) and latency percentiles, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for report in reports:
+        left.plot([r.batch_size for r in report.bare], [r.posts_per_s for r in report.bare], marker="o",
+                  label=f"{report.model}: bare model")
+        left.plot([r.max_batch for r in report.pipeline], [r.posts_per_s for r in report.pipeline], marker="s",
+                  label=f"{report.model}: pipeline")
+        left.axhline(report.naive.posts_per_s, linestyle="--", linewidth=1, label=f"{report.model}: naive")
+        if report.latency.latency_ms:
+            keys = ["p50", "p95", "p99"]
+            right.plot(keys, [report.latency.latency_ms[k] for k in keys], marker="o", label=report.model)
+    left.set(xscale="log", yscale="log", xlabel="batch size", ylabel="posts/s", title="throughput")
+    right.set(ylabel="ms", title="end-to-end latency at low load")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)

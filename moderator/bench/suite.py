@@ -1,0 +1,128 @@
+"""Run every scenario for one model and compute the ratios the README reports."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from moderator.bench.model_bench import ModelRow, bench_model
+from moderator.bench.pipeline_bench import RunResult, bench_cache, bench_latency, bench_naive, bench_pipeline
+from moderator.bench.workload import bench_posts, model_inputs
+from moderator.ingest.validate import IngestLimits
+from moderator.model.base import Classifier
+from moderator.model.loader import load_classifier
+from moderator.model.tiny import build_tiny_clip
+from moderator.policy.loader import load_policy_set
+from moderator.policy.store import PolicyStore
+from moderator.settings import Settings
+
+
+class BenchPlan(BaseModel):
+    """How much to run: ``quick`` is for the test suite and smoke checks."""
+
+    posts: int
+    naive_posts: int
+    cache_posts: int
+    latency_posts: int
+    latency_rate_per_s: float
+    batch_sizes: list[int]
+    pipeline_configs: list[tuple[int, float]]
+    model_seconds: float
+
+    @classmethod
+    def make(cls, quick: bool, max_batch_size: int) -> BenchPlan:
+        sizes = [2**i for i in range(0, 12) if 2**i <= max_batch_size]
+        if quick:
+            return cls(posts=48, naive_posts=16, cache_posts=200, latency_posts=10, latency_rate_per_s=20,
+                       batch_sizes=[s for s in sizes if s <= 8], pipeline_configs=[(8, 10.0)], model_seconds=0.2)
+        return cls(posts=600, naive_posts=150, cache_posts=10_000, latency_posts=60, latency_rate_per_s=10,
+                   batch_sizes=sizes, pipeline_configs=[(8, 10.0), (max_batch_size // 2, 20.0), (max_batch_size, 50.0)],
+                   model_seconds=2.0)
+
+    def scaled(self, factor: float) -> BenchPlan:
+        """Fewer posts for slow models (the packaged stack runs OCR per image)."""
+        return self.model_copy(update={
+            "posts": max(16, int(self.posts * factor)), "naive_posts": max(8, int(self.naive_posts * factor)),
+            "latency_posts": max(8, int(self.latency_posts * factor)),
+            "latency_rate_per_s": self.latency_rate_per_s * factor,
+        })
+
+
+class ModelReport(BaseModel):
+    """Everything measured for one model, and the ratios derived from it."""
+
+    model: str
+    model_version: str
+    device: str
+    bare: list[ModelRow]
+    pipeline: list[RunResult]
+    naive: RunResult
+    cache: RunResult
+    latency: RunResult
+
+    def bare_at(self, batch_size: int) -> ModelRow:
+        """The bare-model row at the largest measured batch size not above ``batch_size``."""
+        return max((r for r in self.bare if r.batch_size <= batch_size), key=lambda r: r.batch_size)
+
+    @property
+    def best_pipeline(self) -> RunResult:
+        return max(self.pipeline, key=lambda r: r.posts_per_s)
+
+    def ratios(self) -> dict[str, float]:
+        best = self.best_pipeline
+        bare = self.bare_at(best.max_batch or 1)
+        forward_ms = self.bare_at(max(1, round(self.latency.mean_batch or 1))).ms_per_batch
+        return {
+            "pipeline_vs_naive": best.posts_per_s / self.naive.posts_per_s,
+            "pipeline_vs_bare_model_same_batch": best.posts_per_s / bare.posts_per_s,
+            "cache_posts_per_s": self.cache.posts_per_s,
+            "low_load_p99_ms": self.latency.latency_ms.get("p99", float("nan")),
+            "p99_bound_ms": (self.latency.max_wait_ms or 0) + 2 * forward_ms,
+        }
+
+
+def _classifier(name: str, settings: Settings, policies: PolicyStore, workdir: Path) -> tuple[Classifier, Settings]:
+    """``tiny`` (random CLIP built here), ``offline`` (the packaged stack) or a model directory/hub name."""
+    heads = policies.current.head_spec()
+    if name == "tiny":
+        settings = settings.model_copy(update={"model": str(build_tiny_clip(workdir / "tiny-clip"))})
+    elif name != "offline":
+        settings = settings.model_copy(update={"model": name})
+    else:
+        settings = settings.model_copy(update={"model": ""})
+    return load_classifier(settings, heads), settings
+
+
+def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_size: int) -> ModelReport:
+    """All scenarios for one model, against the servers in ``settings``."""
+    policies = PolicyStore(load_policy_set(settings.policy_dir))
+    with tempfile.TemporaryDirectory(prefix="moderator-bench-") as work:
+        classifier, settings = _classifier(name, settings, policies, Path(work))
+        if name == "offline":
+            plan = plan.scaled(0.1)
+        limits = IngestLimits.from_settings(settings)
+        posts = bench_posts(plan.posts, prefix=f"{name}-pipe", seed=1)
+        bare = bench_model(classifier, model_inputs(posts[: max(plan.batch_sizes) * 2], limits), plan.batch_sizes,
+                           plan.model_seconds)
+
+        async def scenarios() -> tuple[list[RunResult], RunResult, RunResult, RunResult]:
+            pipeline = [await bench_pipeline(settings, classifier, policies,
+                                             bench_posts(plan.posts, prefix=f"{name}-pipe{i}", seed=10 + i), mb, mw)
+                        for i, (mb, mw) in enumerate(plan.pipeline_configs)]
+            naive = await bench_naive(settings, classifier, policies,
+                                      bench_posts(plan.naive_posts, prefix=f"{name}-naive", seed=3))
+            cache = await bench_cache(settings, classifier, policies,
+                                      bench_posts(plan.posts, prefix=f"{name}-pipe0", seed=10), plan.cache_posts)
+            mb, mw = plan.pipeline_configs[-1]
+            latency = await bench_latency(settings, classifier, policies,
+                                          bench_posts(plan.latency_posts, prefix=f"{name}-lat", seed=4), mb, mw,
+                                          plan.latency_rate_per_s)
+            return pipeline, naive, cache, latency
+
+        pipeline, naive, cache, latency = asyncio.run(scenarios())
+        device = str(getattr(classifier, "device", "cpu"))
+        return ModelReport(model=name, model_version=classifier.info.version, device=device, bare=bare,
+                           pipeline=pipeline, naive=naive, cache=cache, latency=latency)

@@ -1,0 +1,46 @@
+"""`moderator bench`: benchmarks printed as side-by-side ratios."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from moderator.settings import Settings
+
+
+def bench(
+    models: list[str] = typer.Option(["tiny", "offline"], "--model", "-m",
+                                     help="tiny (random CLIP), offline (packaged stack) or a model dir; repeatable."),
+    quick: bool = typer.Option(False, help="A small run (seconds): checks the harness, not the numbers."),
+    max_batch_size: int = typer.Option(64, help="Largest batch size for the bare-model sweep and the pipeline."),
+    output: Path = typer.Option(Path("bench-results/bench.json"), help="Where to write the JSON results."),
+    plot_path: Path | None = typer.Option(None, "--plot", help="Save a throughput/latency chart (PNG) here."),
+) -> None:
+    """Bare model vs pipeline vs naive loop vs cache hits, measured in one run on the same broker."""
+    from rich.console import Console
+
+    from moderator.bench.report import plot, print_report, write_json
+    from moderator.bench.suite import BenchPlan, run_model_suite
+    from moderator.embedded.servers import endpoints_or_embedded
+
+    logging.basicConfig(level=logging.WARNING)
+    console = Console()
+    plan = BenchPlan.make(quick, max_batch_size)
+    reports = []
+    with endpoints_or_embedded(Settings()) as settings:
+        for name in models:
+            report = run_model_suite(name, settings, plan, max_batch_size)
+            print_report(report, console)
+            reports.append(report)
+    write_json(reports, output)
+    console.print(f"results written to {output}")
+    if plot_path is not None:
+        plot(reports, plot_path)
+        console.print(f"chart written to {plot_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the bench command to the CLI."""
+    app.command()(bench)
