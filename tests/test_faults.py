@@ -153,7 +153,7 @@ class PoisonSensitive:
 
     def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
         self.batch_sizes.append(len(items))
-        if any(item.text and "POISON" in item.text for item in items):
+        if any(item.text and "poison" in item.text.lower() for item in items):
             raise RuntimeError("kernel failure")
         return self.inner.score_batch(items)
 
