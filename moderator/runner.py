@@ -8,6 +8,7 @@ import functools
 import logging
 import signal
 
+from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 
 from moderator.model.base import Classifier
@@ -29,16 +30,21 @@ def connect_redis(settings: Settings) -> Redis | None:
     return Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
-def build_service(settings: Settings, classifier: Classifier | None = None,
-                  review: ReviewSink | None = None) -> ModerationService:
-    """The service with its policies, classifier and Redis connection; the classifier may be given (tests)."""
+def build_service(settings: Settings, classifier: Classifier | None = None, review: ReviewSink | None = None,
+                  tracer_provider: TracerProvider | None = None) -> ModerationService:
+    """The service with its policies, classifier and Redis connection.
+
+    The classifier and the tracer provider may be given (tests); by default the provider exports
+    over OTLP as the standard OTEL_* variables say.
+    """
     policies = PolicyStore(load_policy_set(settings.policy_dir))
     # A classifier built here can be rebuilt when a policy reload changes categories or prompts.
     factory = functools.partial(load_classifier, settings) if classifier is None else None
     if classifier is None:
         classifier = load_classifier(settings, policies.current.head_spec())
     redis = connect_redis(settings)
-    service = ModerationService(settings, classifier, policies, redis, review, classifier_factory=factory)
+    service = ModerationService(settings, classifier, policies, redis, review, tracer_provider,
+                                classifier_factory=factory)
     if review is None and redis is not None:  # posts sent to review wait for people in Redis
         service.review = RedisReviewQueue(redis, settings, stopping=service.stopping)
     return service

@@ -20,6 +20,9 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, get_current_span
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -40,7 +43,10 @@ from moderator.policy.runtime import PolicyRuntime
 from moderator.policy.schema import Action
 from moderator.policy.store import PolicyStore
 from moderator.settings import Settings
-from moderator.telemetry.tracecontext import child_traceparent, header, trace_id_from
+from moderator.telemetry import tracing
+from moderator.telemetry.health import Readiness, check_readiness
+from moderator.telemetry.metrics import ServiceMetrics
+from moderator.telemetry.server import OpsServer, ops_app
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,7 @@ class ModerationService:
 
     def __init__(self, settings: Settings, classifier: Classifier, policies: PolicyStore,
                  redis: Redis | None = None, review: ReviewSink | None = None,
+                 tracer_provider: TracerProvider | None = None,
                  classifier_factory: Callable[[HeadSpec], Classifier] | None = None) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -99,12 +106,18 @@ class ModerationService:
         self.cache = ScoreCache(redis, settings.cache_ttl_s) if redis is not None else None
         self.limits = IngestLimits.from_settings(settings)
         self.stats = ServiceStats()
+        self.metrics = ServiceMetrics()
         # Banks, shadow policies, recording for backtests, hot reload (rebuilding the classifier if prompts change).
         self.policy_runtime = PolicyRuntime(settings, policies, redis, None,
                                             self._rebuild_classifier if classifier_factory is not None else None)
+        self.tracer_provider = tracer_provider or tracing.build_tracer_provider()
+        self.tracer = self.tracer_provider.get_tracer(tracing.TRACER_NAME)
+        self.ops: OpsServer | None = None
+        self.consuming = False
         self.stopping = asyncio.Event()
         self._model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self.model_batcher: MicroBatcher[ModelInput, Scores] = MicroBatcher(
+        # Each item carries its post's span context, so the batch span can link to every post in it.
+        self.model_batcher: MicroBatcher[tuple[ModelInput, SpanContext], Scores] = MicroBatcher(
             self._score_batch, settings.max_batch, settings.max_wait_ms
         )
         self.cache_batcher: MicroBatcher[str, Scores | None] = MicroBatcher(self._lookup_batch, 256, 1.0)
@@ -120,7 +133,11 @@ class ModerationService:
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect to the broker (retrying until it is reachable) and join the consumer group."""
+        """Serve /metrics, /health, /ready (if configured), connect to the broker (retrying) and join the group."""
+        if self.settings.metrics_port is not None:
+            app = ops_app(self.metrics, self.readiness, self._refresh_gauges)
+            self.ops = OpsServer(app, self.settings.metrics_host, self.settings.metrics_port)
+            await self.ops.start()
         if self.settings.create_topics:
             await ensure_topics(self.settings)
         self.producer = make_producer(self.settings)
@@ -131,11 +148,20 @@ class ModerationService:
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.input_topic], listener=_Revoke(self))
         await start_with_retry(self.consumer, self.settings, self.stopping)
+        self.consuming = True
+
+    async def readiness(self) -> Readiness:
+        """Whether this instance can take traffic: broker and Redis reachable, model loaded, not draining."""
+        return await check_readiness(self.consumer if self.consuming else None, self.redis, self.classifier,
+                                     self.stopping.is_set())
 
     async def _rebuild_classifier(self, heads: HeadSpec) -> None:
         """Build a classifier for new categories/prompts off the event loop, then swap it in (policy reload)."""
         assert self.classifier_factory is not None
         self.classifier = await asyncio.to_thread(self.classifier_factory, heads)
+
+    async def _refresh_gauges(self) -> None:
+        await self.metrics.refresh_lag(self.consumer if self.consuming else None, self._offsets.in_flight)
 
     async def run(self) -> None:
         """Consume until ``stop()`` is called, then drain what is in flight and commit."""
@@ -169,11 +195,15 @@ class ModerationService:
         if self.producer is not None:
             await self.producer.stop()
         self._model_pool.shutdown(wait=False, cancel_futures=True)
+        if self.ops is not None:
+            await self.ops.stop()
+        self.tracer_provider.force_flush(timeout_millis=5000)
 
     # ----- Kafka plumbing: dispatch, backpressure, commits, rebalances ------------------------
 
     def _dispatch(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.stats.consumed += 1
+        self.metrics.consumed.inc()
         self._offsets.add(tp, record.offset)
         task = asyncio.create_task(self._handle(record), name=f"post {tp.partition}:{record.offset}")
         tasks = self._tasks.setdefault(tp, set())
@@ -227,11 +257,18 @@ class ModerationService:
     # ----- the data path for one record -------------------------------------------------------
 
     async def _handle(self, record: ConsumerRecord) -> None:
+        # The post's trace continues here (a fresh one when it has no traceparent header).
+        with self.tracer.start_as_current_span(
+            f"consume {record.topic}", context=tracing.context_from_headers(record.headers), kind=SpanKind.CONSUMER,
+            attributes=tracing.consume_attributes(record, self.settings.consumer_group),
+        ):
+            await self._process(record)
+
+    async def _process(self, record: ConsumerRecord) -> None:
         started = time.monotonic()
         assert self.publisher is not None
-        traceparent_in = header(record.headers, "traceparent")
         try:
-            with self.stats.timed("validate"):
+            with self.stats.timed("validate"), self.tracer.start_as_current_span(tracing.VALIDATE):
                 post = await validate_record(record.value, self.limits)
             policy = self.policies.select(post.post.metadata)
             matches, verdict = await self.policy_runtime.bank_check(
@@ -244,34 +281,54 @@ class ModerationService:
             log.exception("unexpected error on %s:%s:%s", record.topic, record.partition, record.offset)
             await self._dead_letter(record, IngestError(DeadLetterReason.INTERNAL_ERROR, repr(exc)))
             return
-        if verdict is None:
-            verdict = evaluate(policy, scores, post.post.metadata, matches)
-        trace_id, traceparent_out = child_traceparent(trace_id_from(traceparent_in))
+        with self.tracer.start_as_current_span(tracing.POLICY) as policy_span:
+            if verdict is None:
+                verdict = evaluate(policy, scores, post.post.metadata, matches)
+            policy_span.set_attributes({"moderator.policy.name": policy.name,
+                                        "moderator.policy.version": policy.version,
+                                        "moderator.action": verdict.action.value})
+        span = get_current_span()
         decision = Decision(
             post_id=post.post.post_id, action=verdict.action, scores=scores, reasons=verdict.reasons,
             policy=PolicyRef(name=policy.name, version=policy.version), model=self.classifier.info,
-            source=source, trace_id=trace_id, latency_ms=round((time.monotonic() - started) * 1000, 2),
-            decided_at=datetime.now(UTC),
+            source=source, trace_id=tracing.trace_id_of(span),
+            latency_ms=round((time.monotonic() - started) * 1000, 2), decided_at=datetime.now(UTC),
         )
         if decision.action is Action.REVIEW and self.review is not None:
             await self.review.enqueue(post, decision)
-        with self.stats.timed("publish"):
-            await self.publisher.decision(decision, traceparent_out)
+        topic = self.settings.output_topic
+        with self.stats.timed("publish"), self.tracer.start_as_current_span(
+            f"publish {topic}", kind=SpanKind.PRODUCER, attributes=tracing.publish_attributes(topic, decision.post_id),
+        ) as publish_span:
+            await self.publisher.decision(decision, tracing.traceparent_of(publish_span))
         self.stats.decisions[source.value] += 1
+        self.metrics.decided(decision, record)
         await self.policy_runtime.observe(decision.post_id, policy, verdict, scores, post.post.metadata, matches,
                                           decision.model.version)
+        span.set_attributes({"moderator.post_id": decision.post_id, "moderator.action": decision.action.value,
+                             "moderator.decision.source": source.value,
+                             "moderator.cache.hit": source is DecisionSource.CACHE})
 
     async def _dead_letter(self, record: ConsumerRecord, error: IngestError) -> None:
         assert self.publisher is not None
         await self.publisher.dead_letter(record, error, post_id_of(record.value))
         self.stats.dead_letters[error.reason.value] = self.stats.dead_letters.get(error.reason.value, 0) + 1
+        self.metrics.dead_lettered(error.reason.value)
+        span = get_current_span()
+        span.set_attribute("moderator.dead_letter.reason", error.reason.value)
+        span.set_status(Status(StatusCode.ERROR, error.reason.value))
 
     async def _scores(self, post: ValidPost) -> tuple[Scores, DecisionSource]:
         """Scores from the cache, from an identical post already being scored, or from the model."""
-        cached = await self.cache_batcher.submit(post.content_hash)
+        with self.tracer.start_as_current_span(tracing.CACHE_LOOKUP) as lookup:
+            cached = await self.cache_batcher.submit(post.content_hash)
+            shared = self._in_flight_scores.get(post.content_hash)
+            lookup.set_attributes({"moderator.cache.hit": cached is not None,
+                                   "moderator.cache.shared_in_flight": cached is None and shared is not None})
+        self.metrics.cache_lookup(hit=cached is not None or shared is not None)
         if cached is not None:
             return cached, DecisionSource.CACHE
-        if (shared := self._in_flight_scores.get(post.content_hash)) is not None:
+        if shared is not None:
             return await asyncio.shield(shared), DecisionSource.CACHE
         future: asyncio.Future[Scores] = asyncio.get_running_loop().create_future()
         self._in_flight_scores[post.content_hash] = future
@@ -293,18 +350,30 @@ class ModerationService:
         """Decode (a bad image raises IngestError), then score in the next model batch."""
         with self.stats.timed("decode"):
             model_input = await post.model_input(self.limits)
-        try:
-            return await self.model_batcher.submit(model_input)
-        except Exception as exc:
-            raise IngestError(DeadLetterReason.MODEL_ERROR, f"model failed on this post: {exc!r}") from exc
+        with self.tracer.start_as_current_span(tracing.INFERENCE) as inference:
+            try:
+                return await self.model_batcher.submit((model_input, inference.get_span_context()))
+            except Exception as exc:
+                raise IngestError(DeadLetterReason.MODEL_ERROR, f"model failed on this post: {exc!r}") from exc
 
     # ----- batch functions (what the micro-batchers call) -------------------------------------
 
-    async def _score_batch(self, inputs: Sequence[ModelInput]) -> list[Scores | Exception]:
-        """One model call for the batch, split on failure, on the model thread."""
+    async def _score_batch(self, items: Sequence[tuple[ModelInput, SpanContext]]) -> list[Scores | Exception]:
+        """One model call for the batch, split on failure, on the model thread, traced as one span."""
         loop = asyncio.get_running_loop()
-        with self.stats.timed("model"):
-            return await loop.run_in_executor(self._model_pool, score_splitting, self.classifier.score_batch, inputs)
+        inputs = [model_input for model_input, _ in items]
+        # The batch's posts belong to many traces: the batch span starts its own and links to each post.
+        with self.stats.timed("model"), self.tracer.start_as_current_span(
+            tracing.MODEL_BATCH, context=Context(), links=[Link(context) for _, context in items],
+            attributes={"messaging.batch.message_count": len(items), "moderator.model.name": self.classifier.info.name,
+                        "moderator.model.version": self.classifier.info.version},
+        ) as span:
+            started = time.perf_counter()
+            results = await loop.run_in_executor(self._model_pool, score_splitting, self.classifier.score_batch,
+                                                 inputs)
+            self.metrics.model_batch(len(items), time.perf_counter() - started)
+            span.set_attribute("moderator.model.failed_items", sum(isinstance(r, Exception) for r in results))
+            return results
 
     async def _lookup_batch(self, hashes: Sequence[str]) -> list[Scores | None]:
         if self.cache is None:

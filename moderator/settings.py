@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     score_log_max: int = Field(1_000_000, ge=0, description="Decisions kept in Redis for backtests; 0 = none.")
     bank_refresh_s: float = Field(2.0, gt=0, description="How often hash banks are re-checked in Redis.")
 
+    # Operations endpoints and logs (tracing export is configured by the standard OTEL_* variables).
+    metrics_port: int | None = Field(None, ge=0, le=65535,
+                                     description="Port of /metrics, /health, /ready; unset = no server, 0 = any.")
+    metrics_host: str = Field("127.0.0.1", description="Bind address of the operations server (0.0.0.0 in pods).")
+    log_format: Literal["text", "json"] = Field("text", description="json: one object per line, with trace ids.")
+
     # Input limits (hostile input protection).
     max_text_chars: int = 20_000
     max_message_bytes: int = 16 * 1024 * 1024

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import typer
 
@@ -15,9 +14,10 @@ def serve(
 ) -> None:
     """Run the service against the configured Kafka and Redis (MODERATOR_* settings)."""
     from moderator.runner import build_service, run_service
+    from moderator.telemetry.logs import configure_logging
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    configure_logging(settings.log_format, log_level)  # MODERATOR_LOG_FORMAT=json for log shippers
     if not settings.kafka_bootstrap:
         raise typer.BadParameter("set MODERATOR_KAFKA_BOOTSTRAP (or use `moderator demo` for embedded servers)")
     asyncio.run(run_service(build_service(settings)))
