@@ -26,6 +26,7 @@ from moderator.model.ocr import OcrReader
 from moderator.model.scoring import Encoded, HeadStack, as_dicts
 from moderator.model.text_encoder import MiniLMEncoder
 from moderator.model.versions import combined_version
+from moderator.telemetry.stages import StageTimes
 
 # Categories scored (also) by open_nsfw, by the names policies use for sexual content.
 NSFW_CATEGORIES = frozenset({"nudity", "nsfw", "sexual", "sexual_content", "explicit", "porn", "pornography"})
@@ -43,6 +44,7 @@ class OfflineStackClassifier:
 
     def __init__(self, heads: HeadSpec, device: str = "auto", heads_dir: Path | None = None) -> None:
         self.spec = heads
+        self.stage_times = StageTimes()  # per-component time, for the benchmark's profile
         self.device = resolve_device(device)
         onnx_cuda = self.device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         self.text = MiniLMEncoder(self.device)
@@ -95,8 +97,11 @@ class OfflineStackClassifier:
         nsfw = np.zeros(n, dtype=np.float32)
         ocr_texts = [""] * n
         if images:
-            nsfw[image_idx] = self.nsfw.score(images)
-            for i, text in zip(image_idx, self.ocr.read(images), strict=True):
+            with self.stage_times.timed("model.nsfw"):
+                nsfw[image_idx] = self.nsfw.score(images)
+            with self.stage_times.timed("model.ocr"):
+                read = self.ocr.read(images)
+            for i, text in zip(image_idx, read, strict=True):
                 ocr_texts[i] = text
         captions = [(item.text or "").strip() for item in items]
         ocr_spaced = [self.text.resegmenter(text) if text else "" for text in ocr_texts]
@@ -104,7 +109,8 @@ class OfflineStackClassifier:
         # Every text embedded once per batch, in one call (captions and OCR text are variants too).
         unique = list(dict.fromkeys(text for texts in variants for text in texts))
         row = {text: k for k, text in enumerate(unique)}
-        emb = self.text.encode(unique)
+        with self.stage_times.timed("model.text_encoder"):
+            emb = self.text.encode(unique)
 
         zero_shot = np.full((n, len(self.spec.categories)), _NO_TEXT_LOGIT, dtype=np.float32)
         features = np.zeros((n, self.feature_dim), dtype=np.float32)
@@ -127,4 +133,6 @@ class OfflineStackClassifier:
         """One ``{category: score}`` per post, in order."""
         if not items:
             return []
-        return as_dicts(self.spec.names, self.stack.scores(self.encode(items)))
+        encoded = self.encode(items)
+        with self.stage_times.timed("model.heads"):
+            return as_dicts(self.spec.names, self.stack.scores(encoded))
