@@ -39,6 +39,7 @@ from moderator.ingest.validate import IngestLimits, ValidPost, post_id_of, valid
 from moderator.model.base import Classifier, HeadSpec, ModelInput
 from moderator.model.split import score_splitting
 from moderator.policy.engine import evaluate
+from moderator.policy.escalation import EscalationTier
 from moderator.policy.runtime import PolicyRuntime
 from moderator.policy.schema import Action
 from moderator.policy.store import PolicyStore
@@ -105,6 +106,8 @@ class ModerationService:
         self.review = review
         self.cache = ScoreCache(redis, settings.cache_ttl_s) if redis is not None else None
         self.limits = IngestLimits.from_settings(settings)
+        # Policies with an `escalation:` block ask a generative VLM about posts in their uncertainty band.
+        self.escalation = EscalationTier(settings, redis, self.limits)
         self.stats = ServiceStats()
         self.metrics = ServiceMetrics()
         # Banks, shadow policies, recording for backtests, hot reload (rebuilding the classifier if prompts change).
@@ -187,6 +190,7 @@ class ModerationService:
     async def close(self) -> None:
         """Release clients and workers (after ``run()`` returned)."""
         await self.policy_runtime.close()
+        await self.escalation.close()
         await self.model_batcher.close()
         await self.cache_batcher.close()
         await self.cache_writer.close()
@@ -287,10 +291,11 @@ class ModerationService:
             policy_span.set_attributes({"moderator.policy.name": policy.name,
                                         "moderator.policy.version": policy.version,
                                         "moderator.action": verdict.action.value})
+        verdict, model_info = await self.escalation.apply(policy, verdict, scores, post, self.classifier.info)
         span = get_current_span()
         decision = Decision(
             post_id=post.post.post_id, action=verdict.action, scores=scores, reasons=verdict.reasons,
-            policy=PolicyRef(name=policy.name, version=policy.version), model=self.classifier.info,
+            policy=PolicyRef(name=policy.name, version=policy.version), model=model_info,
             source=source, trace_id=tracing.trace_id_of(span),
             latency_ms=round((time.monotonic() - started) * 1000, 2), decided_at=datetime.now(UTC),
         )

@@ -215,6 +215,28 @@ class Rule(_Strict):
         return ("when",) if self.when is not None else ("category",)
 
 
+class Escalation(_Strict):
+    """Ask a generative vision-language model for a second opinion on posts in an uncertainty band."""
+
+    model: str = Field(min_length=1, description="Image-text-to-text checkpoint: a directory or a hub name.")
+    band: tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        (0.4, 0.8), description="[low, high): a post is escalated when a selected category's score lies in it.")
+    categories: list[str] | None = Field(
+        None, min_length=1, description="Categories to escalate and ask about (default: all of the policy's).")
+    on_unsafe: Literal["review", "block"] = Field(
+        "review", description="Action when the model answers unsafe (never lowers the policy's action).")
+    on_safe: Literal["allow", "keep"] = Field(
+        "keep", description="allow: lower to allow when only the escalated categories' rules fired; keep: no change.")
+    max_batch: int = Field(4, ge=1, le=256)
+    max_wait_ms: float = Field(20.0, ge=0.0)
+    max_new_tokens: int = Field(24, ge=1, le=512)
+
+    @property
+    def unsafe_action(self) -> Action:
+        """``on_unsafe`` as an Action."""
+        return Action(self.on_unsafe)
+
+
 class Policy(_Strict):
     """A named, versioned moderation policy."""
 
@@ -237,6 +259,7 @@ class Policy(_Strict):
     )
     rules: list[Rule] = Field(default_factory=list)
     default_action: Action = Action.ALLOW
+    escalation: Escalation | None = Field(None, description="Optional generative-VLM second opinion.")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -264,10 +287,19 @@ class Policy(_Strict):
             for cond, loc in walk(self.applies_when, ("applies_when",)):
                 if isinstance(cond, ScoreCondition | BankCondition):
                     found.append((loc, "applies_when can only test metadata (scores are not known yet)"))
+        if self.escalation is not None and self.escalation.band[0] >= self.escalation.band[1]:
+            found.append((("escalation", "band"), "the band needs low < high"))
+        if self.escalation is not None and self.shadow_of is not None:
+            found.append((("escalation",), "a shadow policy never acts; escalation belongs on the live policy"))
         categories = self.categories or inherited
         if categories is None:
             return found  # nothing to check category references against yet
         known = {c.name for c in categories}
+        if self.escalation is not None:
+            for i, name in enumerate(self.escalation.categories or ()):
+                if name not in known:
+                    found.append((("escalation", "categories", i),
+                                  f"escalation uses unknown category {name!r} (known: {', '.join(sorted(known))})"))
         for i, rule in enumerate(self.rules):
             for cond, loc in walk(rule.condition, ("rules", i, *rule.condition_loc)):
                 if isinstance(cond, ScoreCondition) and cond.score not in known:
