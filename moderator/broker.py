@@ -39,6 +39,8 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None = None)
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        # How long the broker may hold a fetch waiting for data: this is latency at low load.
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_partition_fetch_bytes=settings.max_message_bytes,
         fetch_max_bytes=max(settings.max_message_bytes, 52_428_800),
     )

@@ -7,15 +7,13 @@ import contextlib
 import logging
 import signal
 import sys
-import tempfile
-from pathlib import Path
 
 import orjson
 from rich.console import Console
 
 from moderator.broker import ensure_topics
 from moderator.client import produce, read_topic
-from moderator.embedded.servers import embedded_stack
+from moderator.embedded.servers import endpoints_or_embedded
 from moderator.review.server import demo_review_app
 from moderator.runner import build_service, run_service
 from moderator.samples import malformed_records, records_for, sample_posts
@@ -92,19 +90,10 @@ def demo(settings: Settings, count: int) -> None:
     """Start what is not configured (broker, Redis) on loopback, run the demo, stop everything."""
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with contextlib.ExitStack() as stack:
-        if not settings.kafka_bootstrap or not settings.redis_url:
-            logs = Path(tempfile.mkdtemp(prefix="moderator-demo-"))
-            broker, redis = stack.enter_context(embedded_stack(log_dir=logs))
-            settings = settings.model_copy(update={
-                "kafka_bootstrap": settings.kafka_bootstrap or f"127.0.0.1:{broker.port}",
-                "redis_url": settings.redis_url or f"redis://127.0.0.1:{redis.port}/0",
-                "kafka_session_timeout_ms": 2000, "kafka_heartbeat_interval_ms": 300,
-            })
-            console.print(f"embedded broker [cyan]{settings.kafka_bootstrap}[/], redis [cyan]{settings.redis_url}[/]"
-                          f" (logs in {logs})")
+    with endpoints_or_embedded(settings) as live:
+        console.print(f"broker [cyan]{live.kafka_bootstrap}[/], redis [cyan]{live.redis_url}[/]")
         loop = asyncio.new_event_loop()
-        main = loop.create_task(run_demo(settings, count, console))
+        main = loop.create_task(run_demo(live, count, console))
         # Ctrl-C cancels the demo task; the finally blocks stop the service and the servers in order.
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGINT, main.cancel)

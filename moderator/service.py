@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ from moderator.ingest.errors import IngestError
 from moderator.ingest.offsets import OffsetTracker
 from moderator.ingest.schema import DeadLetterReason
 from moderator.ingest.images import decode_image
+from moderator.ingest.fetch import new_fetch_client
 from moderator.ingest.validate import IngestLimits, ValidPost, post_id_of, validate_record
 from moderator.model.base import Classifier, HeadSpec, ModelInput
 from moderator.model.split import score_splitting
@@ -44,6 +45,7 @@ from moderator.policy.runtime import PolicyRuntime
 from moderator.policy.schema import Action
 from moderator.policy.store import PolicyStore
 from moderator.settings import Settings
+from moderator.telemetry.stages import StageTimes
 from moderator.telemetry import tracing
 from moderator.telemetry.health import Readiness, check_readiness
 from moderator.telemetry.metrics import ServiceMetrics
@@ -68,16 +70,7 @@ class ServiceStats:
     cache_errors: int = 0
     commits: int = 0
     # Seconds spent per stage, summed over posts or batches (stages overlap: they run concurrently).
-    stage_s: dict[str, float] = field(default_factory=dict)
-
-    @contextlib.contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        """Add the duration of the block to ``stage_s[stage]``."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + time.perf_counter() - started
+    stages: StageTimes = field(default_factory=StageTimes)
 
 
 class _Revoke(ConsumerRebalanceListener):
@@ -106,12 +99,13 @@ class ModerationService:
         self.review = review
         self.cache = ScoreCache(redis, settings.cache_ttl_s) if redis is not None else None
         self.limits = IngestLimits.from_settings(settings)
+        self._fetch_client = new_fetch_client(self.limits.fetch)
         # Policies with an `escalation:` block ask a generative VLM about posts in their uncertainty band.
         self.escalation = EscalationTier(settings, redis, self.limits)
         self.stats = ServiceStats()
         self.metrics = ServiceMetrics()
         # Banks, shadow policies, recording for backtests, hot reload (rebuilding the classifier if prompts change).
-        self.policy_runtime = PolicyRuntime(settings, policies, redis, None,
+        self.policy_runtime = PolicyRuntime(settings, policies, redis, self.metrics.registry,
                                             self._rebuild_classifier if classifier_factory is not None else None)
         self.tracer_provider = tracer_provider or tracing.build_tracer_provider()
         self.tracer = self.tracer_provider.get_tracer(tracing.TRACER_NAME)
@@ -199,6 +193,7 @@ class ModerationService:
         if self.producer is not None:
             await self.producer.stop()
         self._model_pool.shutdown(wait=False, cancel_futures=True)
+        await self._fetch_client.aclose()
         if self.ops is not None:
             await self.ops.stop()
         self.tracer_provider.force_flush(timeout_millis=5000)
@@ -272,8 +267,8 @@ class ModerationService:
         started = time.monotonic()
         assert self.publisher is not None
         try:
-            with self.stats.timed("validate"), self.tracer.start_as_current_span(tracing.VALIDATE):
-                post = await validate_record(record.value, self.limits)
+            with self.stats.stages.timed("validate"), self.tracer.start_as_current_span(tracing.VALIDATE):
+                post = await validate_record(record.value, self.limits, self._fetch_client)
             policy = self.policies.select(post.post.metadata)
             matches, verdict = await self.policy_runtime.bank_check(
                 post.image_bytes, post.post.metadata, policy, lambda data: decode_image(data, self.limits.image))
@@ -299,10 +294,8 @@ class ModerationService:
             source=source, trace_id=tracing.trace_id_of(span),
             latency_ms=round((time.monotonic() - started) * 1000, 2), decided_at=datetime.now(UTC),
         )
-        if decision.action is Action.REVIEW and self.review is not None:
-            await self.review.enqueue(post, decision)
         topic = self.settings.output_topic
-        with self.stats.timed("publish"), self.tracer.start_as_current_span(
+        with self.stats.stages.timed("publish"), self.tracer.start_as_current_span(
             f"publish {topic}", kind=SpanKind.PRODUCER, attributes=tracing.publish_attributes(topic, decision.post_id),
         ) as publish_span:
             await self.publisher.decision(decision, tracing.traceparent_of(publish_span))
@@ -313,6 +306,10 @@ class ModerationService:
         span.set_attributes({"moderator.post_id": decision.post_id, "moderator.action": decision.action.value,
                              "moderator.decision.source": source.value,
                              "moderator.cache.hit": source is DecisionSource.CACHE})
+        if decision.action is Action.REVIEW and self.review is not None:
+            # After publishing: the platform learns "review" at once even while Redis is down. The
+            # offset waits for the queueing (retried until Redis is back), so a crash re-queues it.
+            await self.review.enqueue(post, decision)
 
     async def _dead_letter(self, record: ConsumerRecord, error: IngestError) -> None:
         assert self.publisher is not None
@@ -353,7 +350,7 @@ class ModerationService:
 
     async def _infer(self, post: ValidPost) -> Scores:
         """Decode (a bad image raises IngestError), then score in the next model batch."""
-        with self.stats.timed("decode"):
+        with self.stats.stages.timed("decode"):
             model_input = await post.model_input(self.limits)
         with self.tracer.start_as_current_span(tracing.INFERENCE) as inference:
             try:
@@ -368,7 +365,7 @@ class ModerationService:
         loop = asyncio.get_running_loop()
         inputs = [model_input for model_input, _ in items]
         # The batch's posts belong to many traces: the batch span starts its own and links to each post.
-        with self.stats.timed("model"), self.tracer.start_as_current_span(
+        with self.stats.stages.timed("model"), self.tracer.start_as_current_span(
             tracing.MODEL_BATCH, context=Context(), links=[Link(context) for _, context in items],
             attributes={"messaging.batch.message_count": len(items), "moderator.model.name": self.classifier.info.name,
                         "moderator.model.version": self.classifier.info.version},
@@ -384,7 +381,7 @@ class ModerationService:
         if self.cache is None:
             return [None] * len(hashes)
         try:
-            with self.stats.timed("cache_lookup"):
+            with self.stats.stages.timed("cache_lookup"):
                 return await self.cache.get_many(self.classifier.info.version, hashes)
         except RedisError as exc:  # degrade: keep deciding without the cache
             self.stats.cache_errors += 1
@@ -396,7 +393,7 @@ class ModerationService:
         by_version: dict[str, dict[str, Scores]] = {}
         for model_version, content_hash, scores in entries:
             by_version.setdefault(model_version, {})[content_hash] = scores
-        with self.stats.timed("cache_write"):
+        with self.stats.stages.timed("cache_write"):
             for model_version, batch in by_version.items():
                 await self.cache.set_many(model_version, batch)
         return [None] * len(entries)

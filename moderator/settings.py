@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     # The broker holds a group join for about half the session timeout; tests shorten it.
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 3_000
+    kafka_fetch_max_wait_ms: int = 20
     kafka_retry_backoff_max_s: float = 5.0
 
     policy_dir: Path = Path("policies")
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_image_side: int = 20_000
+    max_image_aspect_ratio: float = 100.0
     url_fetch_timeout_s: float = 5.0
     url_allow_private: bool = Field(False, description="Allow image URLs on loopback/private ranges (tests only).")
 

@@ -9,7 +9,7 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Real-time content moderation over Kafka.")
 
 # Each module defines `register(app)`; imported lazily so `moderator --help` stays fast.
-COMMAND_MODULES = ("service", "models", "review", "policy", "bank")
+COMMAND_MODULES = ("service", "models", "bench", "review", "policy", "bank")
 
 
 def build_app() -> typer.Typer:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moderator.settings import Settings
+
 
 def _package_binary(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
@@ -124,11 +126,11 @@ def redis_server(port: int | None = None, data_dir: Path | None = None, log_dir:
 
 
 @contextlib.contextmanager
-def embedded_stack(log_dir: Path | None = None) -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
-    """Broker and Redis, started together and always stopped."""
+def embedded_stack() -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
+    """Broker and Redis, started together and always stopped; their logs go to a temporary directory."""
     work = Path(tempfile.mkdtemp(prefix="moderator-embedded-"))
-    broker = tansu_server(log_dir=log_dir or work)
-    redis = redis_server(data_dir=work, log_dir=log_dir or work)
+    broker = tansu_server(log_dir=work)
+    redis = redis_server(data_dir=work, log_dir=work)
     try:
         broker.start()
         redis.start()
@@ -137,3 +139,19 @@ def embedded_stack(log_dir: Path | None = None) -> Iterator[tuple[EmbeddedServer
         redis.stop()
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def endpoints_or_embedded(settings: Settings) -> Iterator[Settings]:
+    """``settings`` unchanged when Kafka and Redis are configured; else start what is missing on loopback."""
+    if settings.kafka_bootstrap and settings.redis_url:
+        yield settings
+        return
+    with embedded_stack() as (broker, redis):
+        yield settings.model_copy(update={
+            "kafka_bootstrap": settings.kafka_bootstrap or f"127.0.0.1:{broker.port}",
+            "redis_url": settings.redis_url or f"redis://127.0.0.1:{redis.port}/0",
+            # The embedded broker holds group joins for half the session timeout; keep start-up quick.
+            "kafka_session_timeout_ms": 2000,
+            "kafka_heartbeat_interval_ms": 300,
+        })
