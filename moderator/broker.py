@@ -24,6 +24,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.kafka_idempotent_producer,
         linger_ms=5,  # lets concurrent per-post publishes share one produce request
+        max_batch_size=settings.kafka_producer_batch_bytes,
         request_timeout_ms=15_000,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 
@@ -50,6 +51,18 @@ def build_service(settings: Settings, classifier: Classifier | None = None, revi
     return service
 
 
+def _settle_garbage_collector() -> None:
+    """Keep the cyclic GC off the hot path once the model and clients are loaded.
+
+    torch and transformers leave millions of long-lived objects; every full collection rescans
+    them, which more than halved cache-hit throughput. Freezing moves what exists now out of the
+    collector's sight, and a larger young generation collects less often under per-post churn.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 async def run_service(service: ModerationService, install_signal_handlers: bool = True) -> None:
     """Start, run until stopped, drain, close. SIGTERM/SIGINT trigger a graceful stop."""
     loop = asyncio.get_running_loop()
@@ -59,6 +72,7 @@ async def run_service(service: ModerationService, install_signal_handlers: bool 
                 loop.add_signal_handler(sig, service.stopping.set)
     try:
         await service.start()
+        _settle_garbage_collector()
         log.info("moderator consuming %s as group %s (model %s)", service.settings.input_topic,
                  service.settings.consumer_group, service.classifier.info.name)
         await service.run()

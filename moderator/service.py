@@ -33,23 +33,24 @@ from moderator.decisions.publisher import Publisher
 from moderator.decisions.schema import Decision, DecisionSource, PolicyRef
 from moderator.ingest.errors import IngestError
 from moderator.ingest.offsets import OffsetTracker
-from moderator.ingest.schema import DeadLetterReason
-from moderator.ingest.images import decode_image
 from moderator.ingest.fetch import new_fetch_client
+from moderator.ingest.images import decode_image
+from moderator.ingest.schema import DeadLetterReason
 from moderator.ingest.validate import IngestLimits, ValidPost, post_id_of, validate_record
 from moderator.model.base import Classifier, HeadSpec, ModelInput
 from moderator.model.split import score_splitting
-from moderator.policy.engine import evaluate
+from moderator.banks.schema import BankMatch
+from moderator.policy.engine import Verdict, evaluate
 from moderator.policy.escalation import EscalationTier
 from moderator.policy.runtime import PolicyRuntime
-from moderator.policy.schema import Action
+from moderator.policy.schema import Action, Policy
 from moderator.policy.store import PolicyStore
 from moderator.settings import Settings
-from moderator.telemetry.stages import StageTimes
 from moderator.telemetry import tracing
 from moderator.telemetry.health import Readiness, check_readiness
 from moderator.telemetry.metrics import ServiceMetrics
 from moderator.telemetry.server import OpsServer, ops_app
+from moderator.telemetry.stages import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,24 @@ class ServiceStats:
     """Running counters, read by tests, the demo and the metrics exporter."""
 
     consumed: int = 0
+    first_consumed_at: float | None = None  # wall clock (s): when throughput measurements start
     decisions: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in DecisionSource})
     dead_letters: dict[str, int] = field(default_factory=dict)
     cache_errors: int = 0
     commits: int = 0
     # Seconds spent per stage, summed over posts or batches (stages overlap: they run concurrently).
     stages: StageTimes = field(default_factory=StageTimes)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Everything known about one post once it is decided, before publishing."""
+
+    post: ValidPost
+    policy: Policy
+    verdict: Verdict
+    matches: Sequence[BankMatch]
+    decision: Decision
 
 
 class _Revoke(ConsumerRebalanceListener):
@@ -202,6 +215,8 @@ class ModerationService:
 
     def _dispatch(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.stats.consumed += 1
+        if self.stats.first_consumed_at is None:
+            self.stats.first_consumed_at = time.time()
         self.metrics.consumed.inc()
         self._offsets.add(tp, record.offset)
         task = asyncio.create_task(self._handle(record), name=f"post {tp.partition}:{record.offset}")
@@ -267,12 +282,7 @@ class ModerationService:
         started = time.monotonic()
         assert self.publisher is not None
         try:
-            with self.stats.stages.timed("validate"), self.tracer.start_as_current_span(tracing.VALIDATE):
-                post = await validate_record(record.value, self.limits, self._fetch_client)
-            policy = self.policies.select(post.post.metadata)
-            matches, verdict = await self.policy_runtime.bank_check(
-                post.image_bytes, post.post.metadata, policy, lambda data: decode_image(data, self.limits.image))
-            scores, source = await self._scores(post) if verdict is None else ({}, DecisionSource.BANK)
+            outcome = await self._decide(record, started)
         except IngestError as error:
             await self._dead_letter(record, error)
             return
@@ -280,6 +290,34 @@ class ModerationService:
             log.exception("unexpected error on %s:%s:%s", record.topic, record.partition, record.offset)
             await self._dead_letter(record, IngestError(DeadLetterReason.INTERNAL_ERROR, repr(exc)))
             return
+        decision = outcome.decision
+        topic = self.settings.output_topic
+        with self.stats.stages.timed("publish"), self.tracer.start_as_current_span(
+            f"publish {topic}", kind=SpanKind.PRODUCER, attributes=tracing.publish_attributes(topic, decision.post_id),
+        ) as publish_span:
+            await self.publisher.decision(decision, tracing.traceparent_of(publish_span))
+        self.stats.decisions[decision.source.value] += 1
+        self.metrics.decided(decision, record)
+        await self.policy_runtime.observe(decision.post_id, outcome.policy, outcome.verdict, decision.scores,
+                                          outcome.post.post.metadata, outcome.matches, decision.model.version)
+        get_current_span().set_attributes({
+            "moderator.post_id": decision.post_id, "moderator.action": decision.action.value,
+            "moderator.decision.source": decision.source.value,
+            "moderator.cache.hit": decision.source is DecisionSource.CACHE,
+        })
+        if decision.action is Action.REVIEW and self.review is not None:
+            # After publishing: the platform learns "review" at once even while Redis is down. The
+            # offset waits for the queueing (retried until Redis is back), so a crash re-queues it.
+            await self.review.enqueue(outcome.post, decision)
+
+    async def _decide(self, record: ConsumerRecord, started: float) -> _Outcome:
+        """validate → bank check → scores (cache or model) → policy → escalation → the decision."""
+        with self.stats.stages.timed("validate"), self.tracer.start_as_current_span(tracing.VALIDATE):
+            post = await validate_record(record.value, self.limits, self._fetch_client)
+        policy = self.policies.select(post.post.metadata)
+        matches, verdict = await self.policy_runtime.bank_check(
+            post.image_bytes, post.post.metadata, policy, lambda data: decode_image(data, self.limits.image))
+        scores, source = await self._scores(post) if verdict is None else ({}, DecisionSource.BANK)
         with self.tracer.start_as_current_span(tracing.POLICY) as policy_span:
             if verdict is None:
                 verdict = evaluate(policy, scores, post.post.metadata, matches)
@@ -287,29 +325,13 @@ class ModerationService:
                                         "moderator.policy.version": policy.version,
                                         "moderator.action": verdict.action.value})
         verdict, model_info = await self.escalation.apply(policy, verdict, scores, post, self.classifier.info)
-        span = get_current_span()
         decision = Decision(
             post_id=post.post.post_id, action=verdict.action, scores=scores, reasons=verdict.reasons,
             policy=PolicyRef(name=policy.name, version=policy.version), model=model_info,
-            source=source, trace_id=tracing.trace_id_of(span),
+            source=source, trace_id=tracing.trace_id_of(get_current_span()),
             latency_ms=round((time.monotonic() - started) * 1000, 2), decided_at=datetime.now(UTC),
         )
-        topic = self.settings.output_topic
-        with self.stats.stages.timed("publish"), self.tracer.start_as_current_span(
-            f"publish {topic}", kind=SpanKind.PRODUCER, attributes=tracing.publish_attributes(topic, decision.post_id),
-        ) as publish_span:
-            await self.publisher.decision(decision, tracing.traceparent_of(publish_span))
-        self.stats.decisions[source.value] += 1
-        self.metrics.decided(decision, record)
-        await self.policy_runtime.observe(decision.post_id, policy, verdict, scores, post.post.metadata, matches,
-                                          decision.model.version)
-        span.set_attributes({"moderator.post_id": decision.post_id, "moderator.action": decision.action.value,
-                             "moderator.decision.source": source.value,
-                             "moderator.cache.hit": source is DecisionSource.CACHE})
-        if decision.action is Action.REVIEW and self.review is not None:
-            # After publishing: the platform learns "review" at once even while Redis is down. The
-            # offset waits for the queueing (retried until Redis is back), so a crash re-queues it.
-            await self.review.enqueue(post, decision)
+        return _Outcome(post, policy, verdict, matches, decision)
 
     async def _dead_letter(self, record: ConsumerRecord, error: IngestError) -> None:
         assert self.publisher is not None

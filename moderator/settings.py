@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     # The broker holds a group join for about half the session timeout; tests shorten it.
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 3_000
-    kafka_fetch_max_wait_ms: int = 20
+    kafka_fetch_max_wait_ms: int = 10
+    # Per-partition produce batch: a decision is ~1 kB, so the 16 kB client default throttles bursts.
+    kafka_producer_batch_bytes: int = 512 * 1024
     kafka_retry_backoff_max_s: float = 5.0
 
     policy_dir: Path = Path("policies")

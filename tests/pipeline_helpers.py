@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -11,6 +11,7 @@ from aiokafka.structs import ConsumerRecord
 
 from moderator.broker import ensure_topics
 from moderator.client import read_topic
+from moderator.model.base import Classifier, ModelInfo, ModelInput
 from moderator.runner import build_service, run_service
 from moderator.service import ModerationService
 from moderator.settings import Settings
@@ -61,3 +62,17 @@ async def decided_ids(settings: Settings, wanted: set[str], timeout_s: float = 6
         if wanted <= set(seen):
             break
     return seen
+
+
+class WrappedClassifier:
+    """A real classifier behind a hook: subclasses override ``score_batch`` to count, fail or corrupt."""
+
+    def __init__(self, inner: Classifier) -> None:
+        self.inner = inner
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.inner.info
+
+    def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
+        return self.inner.score_batch(items)

@@ -22,13 +22,13 @@ from moderator.cli import build_app
 from moderator.client import produce
 from moderator.decisions.schema import Decision
 from moderator.ingest.images import ImageLimits, decode_image
-from moderator.model.base import Classifier, ModelInfo, ModelInput
+from moderator.model.base import Classifier, ModelInput
 from moderator.model.loader import load_classifier
 from moderator.policy.loader import load_policy_set
 from moderator.samples import b64, records_for, render_image
 from moderator.settings import Settings
 from tests.conftest import ROOT, Servers
-from tests.pipeline_helpers import collect, running_service
+from tests.pipeline_helpers import WrappedClassifier, collect, running_service
 
 LIMITS = ImageLimits(10_000_000, 40_000_000, 20_000)
 
@@ -122,16 +122,12 @@ def test_bank_cli_adds_lists_and_removes_entries(servers: Servers, tmp_path: Pat
     assert runner.invoke(app, ["bank", "list", "no-such-bank"], env=env).exit_code == 1
 
 
-class CountingClassifier:
+class CountingClassifier(WrappedClassifier):
     """A real classifier that remembers every input it was asked to score."""
 
     def __init__(self, inner: Classifier) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.seen: list[ModelInput] = []
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.inner.info
 
     def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
         self.seen.extend(items)

@@ -14,13 +14,13 @@ import pytest
 from moderator.client import post_record, produce, read_topic
 from moderator.embedded.servers import EmbeddedServer, free_port, redis_server, tansu_server
 from moderator.ingest.schema import DeadLetter
-from moderator.model.base import Classifier, ModelInfo, ModelInput
+from moderator.model.base import Classifier, ModelInput
 from moderator.model.dual_encoder import DualEncoderClassifier
 from moderator.policy.loader import load_policy
 from moderator.samples import records_for, sample_posts
 from moderator.settings import Settings
 from tests.conftest import ROOT, Servers, make_settings
-from tests.pipeline_helpers import collect, committed_and_log_offsets, decided_ids, running_service
+from tests.pipeline_helpers import WrappedClassifier, collect, committed_and_log_offsets, decided_ids, running_service
 from tests.service_process import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -140,16 +140,12 @@ async def test_broker_restart_mid_stream_recovers_without_manual_action(
     assert set(ids) == {p["post_id"] for p in posts}
 
 
-class PoisonSensitive:
+class PoisonSensitive(WrappedClassifier):
     """A real classifier that fails on any batch containing a poison caption."""
 
     def __init__(self, inner: Classifier) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.batch_sizes: list[int] = []
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.inner.info
 
     def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
         self.batch_sizes.append(len(items))

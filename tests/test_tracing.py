@@ -38,7 +38,7 @@ def _text_posts(count: int, prefix: str) -> list[dict[str, object]]:
 async def test_a_posts_trace_continues_through_every_stage_and_into_its_decision(settings: Settings) -> None:
     settings = settings.model_copy(update={"max_wait_ms": 200.0})  # let the posts share a model batch
     exporter = InMemorySpanExporter()
-    provider = tracing.build_tracer_provider()
+    provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     posts = _text_posts(8, "trace")
     traced_id, untraced_id, garbled_id = (str(p["post_id"]) for p in posts[:3])

@@ -38,7 +38,7 @@ class BenchPlan(BaseModel):
         if quick:
             return cls(posts=48, naive_posts=16, cache_posts=200, latency_posts=10, latency_rate_per_s=20,
                        batch_sizes=[s for s in sizes if s <= 8], pipeline_configs=[(8, 10.0)], model_seconds=0.2)
-        return cls(posts=600, naive_posts=150, cache_posts=10_000, latency_posts=60, latency_rate_per_s=10,
+        return cls(posts=600, naive_posts=150, cache_posts=5_000, latency_posts=60, latency_rate_per_s=10,
                    batch_sizes=sizes, pipeline_configs=[(8, 10.0), (max_batch_size // 2, 20.0), (max_batch_size, 50.0)],
                    model_seconds=2.0)
 
@@ -46,7 +46,7 @@ class BenchPlan(BaseModel):
         """Fewer posts for slow models (the packaged stack runs OCR per image)."""
         return self.model_copy(update={
             "posts": max(16, int(self.posts * factor)), "naive_posts": max(8, int(self.naive_posts * factor)),
-            "latency_posts": max(8, int(self.latency_posts * factor)),
+            "latency_posts": max(8, int(self.latency_posts * factor * 2)),
             "latency_rate_per_s": self.latency_rate_per_s * factor,
         })
 
@@ -102,7 +102,7 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
     with tempfile.TemporaryDirectory(prefix="moderator-bench-") as work:
         classifier, settings = _classifier(name, settings, policies, Path(work))
         if name == "offline":
-            plan = plan.scaled(0.1)
+            plan = plan.scaled(0.25)
         limits = IngestLimits.from_settings(settings)
         posts = bench_posts(plan.posts, prefix=f"{name}-pipe", seed=1)
         bare = bench_model(classifier, model_inputs(posts[: max(plan.batch_sizes) * 2], limits), plan.batch_sizes,
