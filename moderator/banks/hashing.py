@@ -8,6 +8,10 @@ import numpy as np
 import pdqhash
 from PIL import Image
 
+from moderator.banks.schema import BankKind
+from moderator.ingest.errors import IngestError
+from moderator.ingest.images import ImageLimits, decode_image
+
 # PDQ's own confidence in a hash (0-100). Flat or tiny images hash to near-identical values, so
 # below this a perceptual match means nothing (the threshold Meta's tooling uses).
 MIN_PDQ_QUALITY = 50
@@ -41,3 +45,21 @@ def hamming(rows: np.ndarray, query: str) -> np.ndarray:
     """Hamming distance from ``query`` to every row of ``rows``."""
     xor = np.bitwise_xor(rows, np.frombuffer(bytes.fromhex(query), dtype=np.uint8))
     return _POPCOUNT[xor].sum(axis=1)
+
+
+def image_bank_hash(data: bytes, kind: BankKind, limits: ImageLimits) -> str:
+    """The hash an image file is banked under: sha256 of its bytes, or the PDQ hash of its decoded pixels.
+
+    Raises ValueError when the image cannot be decoded under ``limits`` or its PDQ quality is below
+    MIN_PDQ_QUALITY (too flat to match reliably).
+    """
+    if kind is BankKind.SHA256:
+        return sha256_hex(data)
+    try:
+        image = decode_image(data, limits)
+    except IngestError as exc:
+        raise ValueError(str(exc)) from exc
+    digest, quality = pdq_hex(image)
+    if quality < MIN_PDQ_QUALITY:
+        raise ValueError(f"PDQ quality {quality} < {MIN_PDQ_QUALITY} (too flat to match reliably)")
+    return digest

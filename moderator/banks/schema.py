@@ -41,6 +41,7 @@ class BankEntry(BaseModel):
     hash: str
     label: str = ""
     added_at: datetime
+    added_by: str = Field("", description="Who banked it (a review account); empty for the CLI and older entries.")
 
     @field_validator("hash")
     @classmethod

@@ -61,11 +61,12 @@ class BankStore:
         raw = await self.redis.hgetall(self._versions)
         return {k.decode(): int(v) for k, v in raw.items()}
 
-    async def add(self, name: str, hashes: Sequence[str], label: str = "") -> int:
-        """Add entries to an existing bank; returns how many were new."""
+    async def add(self, name: str, hashes: Sequence[str], label: str = "", added_by: str = "") -> int:
+        """Add entries to an existing bank (re-adding one replaces its label); returns how many were new."""
         await self.info(name)
         now = datetime.now(UTC)
-        entries = {e.hash: e.model_dump_json() for e in (BankEntry(hash=h, label=label, added_at=now) for h in hashes)}
+        entries = {e.hash: e.model_dump_json()
+                   for e in (BankEntry(hash=h, label=label, added_at=now, added_by=added_by) for h in hashes)}
         if not entries:
             return 0
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -43,9 +43,9 @@ def _run(operation: Callable[[BankStore], Awaitable[T]]) -> T:
 
 def hash_item(item: str, kind: BankKind, settings: Settings) -> str:
     """The bank hash of an image file (sha256 of its bytes, or its PDQ hash), or ``item`` itself as hex."""
-    from moderator.banks.hashing import MIN_PDQ_QUALITY, pdq_hex, sha256_hex
+    from moderator.banks.hashing import image_bank_hash
     from moderator.banks.schema import normalise_hash
-    from moderator.ingest.images import ImageLimits, decode_image
+    from moderator.ingest.validate import IngestLimits
 
     path = Path(item)
     if not path.is_file():
@@ -53,14 +53,10 @@ def hash_item(item: str, kind: BankKind, settings: Settings) -> str:
             return normalise_hash(item)
         except ValueError as exc:
             raise typer.BadParameter(f"{item!r} is neither an image file nor a 64-hex-digit hash") from exc
-    data = path.read_bytes()
-    if kind is BankKind.SHA256:
-        return sha256_hex(data)
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side)
-    digest, quality = pdq_hex(decode_image(data, limits))
-    if quality < MIN_PDQ_QUALITY:
-        raise typer.BadParameter(f"{item}: PDQ quality {quality} < {MIN_PDQ_QUALITY} (too flat to match reliably)")
-    return digest
+    try:
+        return image_bank_hash(path.read_bytes(), kind, IngestLimits.from_settings(settings).image)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{item}: {exc}") from exc
 
 
 def add(

@@ -8,6 +8,7 @@ login form, so a browser lands on it wherever it starts.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,11 +17,14 @@ from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
 
+from moderator.banks.schema import BANK_NAME, BankKind
 from moderator.review.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -28,6 +32,7 @@ from moderator.review.auth import (
     authenticate,
     unauthorized,
 )
+from moderator.review.banks import BankChange, BankEntryFields, BankHashEntry, BankView
 from moderator.review.context import ReviewContext
 from moderator.review.models import (
     AuditAction,
@@ -43,6 +48,8 @@ from moderator.review.queue import ReviewConflict
 
 HERE = Path(__file__).resolve().parent
 MAX_BODY_BYTES = 64 * 1024
+# Bank uploads carry an image: they may be as big as the service accepts (max_image_bytes) plus the form.
+BANK_UPLOAD_PATH = re.compile(r"^/api/banks/[^/]+/entries$")
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -52,6 +59,8 @@ SECURITY_HEADERS = {
 }
 ItemId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")]
 PolicyName = Annotated[str, PathParam(min_length=1, max_length=256)]
+BankName = Annotated[str, PathParam(pattern=BANK_NAME, max_length=64)]
+BankHash = Annotated[str, PathParam(pattern=r"^[0-9a-fA-F]{64}$")]
 
 
 class Me(BaseModel):
@@ -190,9 +199,39 @@ def _api(app: FastAPI) -> None:
         entries, next_page = await context.audit.recent(limit, before)
         return AuditPage(entries=entries, next=next_page)
 
+    @app.get("/api/banks")
+    async def banks(admin: Admin, context: Context) -> list[BankView]:
+        """Every hash bank with its entries (admins only)."""
+        return await context.banks.banks()
+
+    @app.post("/api/banks/{bank}/entries")
+    async def add_bank_entry(bank: BankName, request: Request, admin: Admin, context: Context) -> BankChange:
+        """Bank an image (multipart: ``image``, ``kind``, ``label``) or a hash (JSON: ``hash``, ``kind``, ``label``).
+
+        ``kind`` creates the bank on first use; without it the bank must exist. Admins only.
+        """
+        try:
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                form = await request.form(max_files=1, max_fields=4)
+                upload = form.get("image")
+                if not isinstance(upload, UploadFile):
+                    raise HTTPException(422, "multipart upload needs an 'image' file")
+                fields = BankEntryFields.model_validate(
+                    {k: v for k, v in form.multi_items() if k in ("kind", "label") and v})
+                return await context.banks.add_image(bank, await upload.read(), fields, admin.name)
+            entry = BankHashEntry.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from exc
+        return await context.banks.add_hash(bank, entry, admin.name)
+
+    @app.delete("/api/banks/{bank}/entries/{digest}")
+    async def remove_bank_entry(bank: BankName, digest: BankHash, admin: Admin, context: Context) -> BankChange:
+        """Remove an entry from a bank (404 when it is not banked). Admins only."""
+        return await context.banks.remove(bank, digest, admin.name)
+
 
 def _pages(app: FastAPI, templates: Jinja2Templates) -> None:
-    """The server-rendered pages: login, review, audit."""
+    """The server-rendered pages: login, review, audit, hash banks."""
 
     def login_page(request: Request, status: int, error: str = "") -> HTMLResponse:
         token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
@@ -219,6 +258,16 @@ def _pages(app: FastAPI, templates: Jinja2Templates) -> None:
             return templates.TemplateResponse(request, "forbidden.html", {"me": caller}, status_code=403)
         entries, next_page = await context.audit.recent(200, before)
         return templates.TemplateResponse(request, "audit.html", {"me": caller, "entries": entries, "next": next_page})
+
+    @app.get("/banks", response_class=HTMLResponse)
+    async def banks_page(request: Request, caller: MaybeCaller, context: Context) -> HTMLResponse:
+        """The hash banks for admins: upload an image to a bank, remove entries (403 for reviewers)."""
+        if caller is None:
+            return login_page(request, 401)
+        if caller.role is not Role.ADMIN:
+            return templates.TemplateResponse(request, "forbidden.html", {"me": caller}, status_code=403)
+        return templates.TemplateResponse(request, "banks.html", {"me": caller, "banks": await context.banks.banks(),
+                                                                  "kinds": [k.value for k in BankKind]})
 
     @app.get("/login", response_class=HTMLResponse)
     async def login_form(request: Request) -> HTMLResponse:
@@ -266,7 +315,10 @@ def create_app(context: ReviewContext) -> FastAPI:
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         # Bodies here are small forms and verdicts; refuse big ones before anything reads them.
         length = request.headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        limit = MAX_BODY_BYTES
+        if request.method == "POST" and BANK_UPLOAD_PATH.match(request.url.path):
+            limit += _context(request).settings.max_image_bytes
+        if not length.isdigit() or int(length) > limit:
             return Response("request body too large", status_code=413)
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)

@@ -169,8 +169,12 @@ def unauthorized() -> HTTPException:
 async def _csrf_presented(request: Request) -> str:
     if header := request.headers.get(CSRF_HEADER):
         return header
-    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/x-www-form-urlencoded"):
         return parse_qs((await request.body()).decode("utf-8", "replace")).get("csrf", [""])[0]
+    if content_type.startswith("multipart/form-data"):  # image uploads; Starlette keeps the parsed form
+        field = (await request.form()).get("csrf")
+        return field if isinstance(field, str) else ""
     return ""
 
 

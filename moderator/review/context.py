@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from moderator.banks.store import BankStore
 from moderator.broker import ensure_topics, make_producer, start_with_retry
 from moderator.decisions.publisher import Publisher
+from moderator.ingest.validate import IngestLimits
 from moderator.review.audit import AuditLog
 from moderator.review.auth import Accounts, Sessions
+from moderator.review.banks import BankAdmin
 from moderator.review.keys import ReviewKeys
 from moderator.review.outbox import Outbox
 from moderator.review.queue import RedisReviewQueue
@@ -36,6 +39,7 @@ class ReviewContext:
     accounts: Accounts
     sessions: Sessions
     outbox: Outbox
+    banks: BankAdmin
     publish_timeout_s: float = PUBLISH_TIMEOUT_S
 
 
@@ -56,10 +60,12 @@ async def open_review(settings: Settings, accounts: Accounts,
         publisher = Publisher(producer, settings.output_topic, settings.dlq_topic, settings.kafka_retry_backoff_max_s,
                               stopping)
         outbox = Outbox(redis, keys, publisher)
+        audit = AuditLog(redis, keys, settings.review_audit_max)
         context = ReviewContext(
-            settings=settings, queue=RedisReviewQueue(redis, settings, keys),
-            audit=AuditLog(redis, keys, settings.review_audit_max), accounts=accounts,
+            settings=settings, queue=RedisReviewQueue(redis, settings, keys), audit=audit, accounts=accounts,
             sessions=Sessions(redis, keys, settings.review_session_ttl_s), outbox=outbox,
+            # The service's matcher reads the same store (policy.runtime), so changes reach it within bank_refresh_s.
+            banks=BankAdmin(BankStore(redis), audit, IngestLimits.from_settings(settings).image),
         )
         drain = asyncio.create_task(outbox.drain(DRAIN_INTERVAL_S, PUBLISH_TIMEOUT_S), name="review outbox")
         try:

@@ -136,6 +136,8 @@ class AuditAction(StrEnum):
     LOGIN = "login"
     LOGIN_FAILED = "login_failed"
     LOGOUT = "logout"
+    BANK_ADD = "bank_add"
+    BANK_REMOVE = "bank_remove"
 
 
 class AuditEntry(BaseModel):
