@@ -74,8 +74,9 @@ async def _moderate_samples(settings: Settings, count: int, console: Console) ->
     malformed = malformed_records("demo-bad")[:4]
     watcher = asyncio.create_task(_watch(settings, console, len(posts) + len(repeats), len(malformed)))
     await produce(settings, records_for(posts) + [m.record for m in malformed])
-    await asyncio.sleep(1.0)
-    await produce(settings, records_for(repeats))  # reposted content: served from the cache
+    while sum(service.stats.decisions.values()) < len(posts):
+        await asyncio.sleep(0.1)
+    await produce(settings, records_for(repeats))  # reposts of scored content: served from the cache
     try:
         await watcher
     finally:

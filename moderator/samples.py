@@ -56,7 +56,7 @@ def sample_posts(count: int, seed: int = 0, prefix: str = "p") -> list[dict[str,
     rng = random.Random(seed)
     posts: list[dict[str, object]] = []
     for i in range(count):
-        caption, overlay = CAPTIONS[rng.randrange(len(CAPTIONS))]
+        caption, overlay = CAPTIONS[i % len(CAPTIONS)]
         kind = i % 3
         post: dict[str, object] = {
             "post_id": f"{prefix}-{i}",

@@ -62,14 +62,17 @@ def plot(reports: list[ModelReport], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for report in reports:
-        left.plot([r.batch_size for r in report.bare], [r.posts_per_s for r in report.bare], marker="o",
-                  label=f"{report.model}: bare model")
+        (bare,) = left.plot([r.batch_size for r in report.bare], [r.posts_per_s for r in report.bare], marker="o",
+                            label=f"{report.model}: bare model")
+        color = bare.get_color()  # one colour per model: bare solid, pipeline squares, naive dashed
         left.plot([r.max_batch for r in report.pipeline], [r.posts_per_s for r in report.pipeline], marker="s",
-                  label=f"{report.model}: pipeline")
-        left.axhline(report.naive.posts_per_s, linestyle="--", linewidth=1, label=f"{report.model}: naive")
+                  linestyle=":", color=color, label=f"{report.model}: pipeline")
+        left.axhline(report.naive.posts_per_s, linestyle="--", linewidth=1, color=color,
+                     label=f"{report.model}: naive per-message")
         if report.latency.latency_ms:
             keys = ["p50", "p95", "p99"]
-            right.plot(keys, [report.latency.latency_ms[k] for k in keys], marker="o", label=report.model)
+            right.plot(keys, [report.latency.latency_ms[k] for k in keys], marker="o", color=color,
+                       label=report.model)
     left.set(xscale="log", yscale="log", xlabel="batch size", ylabel="posts/s", title="throughput")
     right.set(ylabel="ms", title="end-to-end latency at low load")
     left.legend(fontsize=7)
