@@ -107,7 +107,7 @@ def test_bank_condition_matches_within_the_rule_distance() -> None:
     assert reason.category == "bank:csam-pdq" and reason.label == "known bad image"
     assert reason.bank is not None and reason.bank.distance == 8
     assert reason.score == pytest.approx(1 - 8 / 256) and reason.threshold == pytest.approx(1 - 20 / 256)
-    assert p.bank_limits() == {"csam-pdq": 20}
+    assert p.bank_limits == {"csam-pdq": 20}
 
 
 def test_a_bank_verdict_decides_before_scores_only_when_a_bank_rule_fires() -> None:

@@ -91,7 +91,7 @@ async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> l
 
     policy_set, policy = load_candidate(policy_file, settings.policy_dir)
     limits = IngestLimits.from_settings(settings)
-    redis = connect_redis(settings) if policy.bank_limits() else None
+    redis = connect_redis(settings) if policy.bank_limits else None
     banks = BankMatcher(BankStore(redis)) if redis is not None else None
     rows: list[dict[str, Any]] = []
     to_score: list[tuple[dict[str, Any], ValidPost, list[BankMatch]]] = []
@@ -107,7 +107,7 @@ async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> l
                 continue
             matches: list[BankMatch] = []
             if banks is not None and post.image_bytes is not None:
-                matches = await banks.match(post.image_bytes, sha256_hex(post.image_bytes), policy.bank_limits(),
+                matches = await banks.match(post.image_bytes, sha256_hex(post.image_bytes), policy.bank_limits,
                                             lambda b: decode_image(b, limits.image))
             verdict: Verdict | None = bank_verdict(policy, post.post.metadata, matches)
             if verdict is not None:

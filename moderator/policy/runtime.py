@@ -81,7 +81,7 @@ class PolicyRuntime:
         ``decode`` turns image bytes into a bounded RGB image (the ingest decoder), used only for
         perceptual banks. When Redis fails, the post is decided without banks.
         """
-        limits = policy.bank_limits()
+        limits = policy.bank_limits
         if self.banks is None or image_bytes is None or not limits:
             return [], None
         try:

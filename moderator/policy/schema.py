@@ -7,6 +7,7 @@ thresholds, metadata tests, hash-bank matches and their ``any`` / ``all`` / ``no
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -201,9 +202,9 @@ class Rule(_Strict):
             raise ValueError("the shorthand needs both category and threshold")
         return self
 
-    @property
+    @functools.cached_property
     def condition(self) -> Condition:
-        """The rule's condition, with the shorthand expanded."""
+        """The rule's condition, with the shorthand expanded (once: rules run for every post)."""
         if self.when is not None:
             return self.when
         assert self.category is not None and self.threshold is not None
@@ -309,8 +310,9 @@ class Policy(_Strict):
                     found.append((where, message))
         return found
 
+    @functools.cached_property
     def bank_limits(self) -> dict[str, int]:
-        """Banks the rules consult, with the largest distance any rule accepts for each."""
+        """Banks the rules consult, with the largest distance any rule accepts for each (computed once)."""
         limits: dict[str, int] = {}
         for i, rule in enumerate(self.rules):
             for cond, _ in walk(rule.condition, ("rules", i)):
