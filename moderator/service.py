@@ -26,20 +26,20 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from moderator.banks.schema import BankMatch
 from moderator.batching import MicroBatcher
 from moderator.broker import ensure_topics, make_consumer, make_producer, start_with_retry
-from moderator.cache.store import Scores, ScoreCache
+from moderator.cache.store import ScoreCache, Scores
 from moderator.decisions.publisher import Publisher
 from moderator.decisions.schema import Decision, DecisionSource, PolicyRef
 from moderator.ingest.errors import IngestError
-from moderator.ingest.offsets import OffsetTracker
 from moderator.ingest.fetch import new_fetch_client
 from moderator.ingest.images import decode_image
+from moderator.ingest.offsets import OffsetTracker
 from moderator.ingest.schema import DeadLetterReason
 from moderator.ingest.validate import IngestLimits, ValidPost, post_id_of, validate_record
 from moderator.model.base import Classifier, HeadSpec, ModelInput
 from moderator.model.split import score_splitting
-from moderator.banks.schema import BankMatch
 from moderator.policy.engine import Verdict, evaluate
 from moderator.policy.escalation import EscalationTier
 from moderator.policy.runtime import PolicyRuntime
