@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -56,10 +57,8 @@ async def ensure_topics(settings: Settings) -> None:
         wanted = [settings.input_topic, settings.output_topic, settings.dlq_topic, settings.shadow_topic]
         missing = [NewTopic(t, settings.topic_partitions, 1) for t in wanted if t and t not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica created it first
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another replica created it first
             log.info("created topics %s", [t.name for t in missing])
     finally:
         await admin.close()

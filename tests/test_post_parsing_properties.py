@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import ipaddress
 import json
@@ -86,10 +87,8 @@ def test_post_model_accepts_or_raises_validation_error_only(record: bytes) -> No
 @FAST
 @given(post_shaped | json_values)
 def test_post_model_from_python_values_accepts_or_raises_validation_error_only(value: object) -> None:
-    try:
+    with contextlib.suppress(ValidationError):
         Post.model_validate(value)
-    except ValidationError:
-        pass
 
 
 @FAST

@@ -3,6 +3,7 @@ DNS pinning, deadlines and size limits."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import re
@@ -80,10 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.seen.append((self.path, self.headers.get("Host", ""), self.headers.get("Cookie")))
         route, _, query = self.path.partition("?")
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
             self._route(route, parse_qs(query))
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
-            pass
 
     def _send(self, status: int, body: bytes = b"", **headers: str) -> None:
         self.send_response(status)
