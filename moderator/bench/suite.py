@@ -80,6 +80,7 @@ class ModelReport(BaseModel):
             "pipeline_vs_bare_model_same_batch": best.posts_per_s / bare.posts_per_s,
             "cache_posts_per_s": self.cache.posts_per_s,
             "low_load_p99_ms": self.latency.latency_ms.get("p99", float("nan")),
+            "low_load_service_p99_ms": self.latency.service_latency_ms.get("p99", float("nan")),
             "p99_bound_ms": (self.latency.max_wait_ms or 0) + 2 * forward_ms,
         }
 
