@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 
 BANK_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 
@@ -17,6 +18,10 @@ def normalise_hash(value: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", value):
         raise ValueError(f"a bank hash is 64 hex digits (256 bits), got {value[:70]!r}")
     return value
+
+
+# A bank hash field: validated and normalised by normalise_hash.
+HexHash = Annotated[str, AfterValidator(normalise_hash)]
 
 
 class BankKind(StrEnum):
@@ -38,15 +43,10 @@ class BankInfo(BaseModel):
 class BankEntry(BaseModel):
     """One known item: its hash and a label saying why it is banked."""
 
-    hash: str
+    hash: HexHash
     label: str = ""
     added_at: datetime
     added_by: str = Field("", description="Who banked it (a review account); empty for the CLI and older entries.")
-
-    @field_validator("hash")
-    @classmethod
-    def _hex256(cls, value: str) -> str:
-        return normalise_hash(value)
 
 
 class BankMatch(BaseModel):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from moderator.banks.hashing import image_bank_hash
-from moderator.banks.schema import BankEntry, BankInfo, BankKind, normalise_hash
+from moderator.banks.schema import BankEntry, BankInfo, BankKind, HexHash, normalise_hash
 from moderator.banks.store import BankError, BankStore
 from moderator.ingest.images import ImageLimits
 from moderator.review.audit import AuditLog
@@ -37,12 +37,7 @@ class BankEntryFields(BaseModel):
 class BankHashEntry(BankEntryFields):
     """The JSON body of ``POST /api/banks/{bank}/entries`` that banks a known hash."""
 
-    hash: str
-
-    @field_validator("hash")
-    @classmethod
-    def _hex256(cls, value: str) -> str:
-        return normalise_hash(value)
+    hash: HexHash
 
 
 class BankChange(BaseModel):
