@@ -95,10 +95,12 @@ async def test_redis_outage_mid_stream_loses_no_post_and_cache_recovers(
         own_redis.start()
         ids = await decided_ids(settings, {str(p["post_id"]) for p in posts}, timeout_s=90)
         errors_during_outage = service.stats.cache_errors
-        repost = {**posts[-1], "post_id": "redis-repost"}
-        await asyncio.sleep(0.5)
-        await produce(settings, [post_record(repost)])
-        decisions = await collect(settings, settings.output_topic, len(ids) + 1)
+        # New content scored after Redis is back is cached again: its repost is a cache hit.
+        fresh = {"post_id": "redis-fresh", "user_id": "u", "text": "scored after the outage"}
+        await produce(settings, [post_record(fresh)])
+        await collect(settings, settings.output_topic, len(ids) + 1)
+        await produce(settings, [post_record({**fresh, "post_id": "redis-repost"})])
+        decisions = await collect(settings, settings.output_topic, len(ids) + 2)
     assert set(ids) == {p["post_id"] for p in posts}
     assert errors_during_outage > 0, "the outage was noticed (degraded mode), not silently skipped"
     last = next(r for r in decisions if r.key == b"redis-repost")
