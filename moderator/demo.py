@@ -15,7 +15,7 @@ from moderator.broker import ensure_topics
 from moderator.client import produce, read_topic
 from moderator.embedded.servers import endpoints_or_embedded
 from moderator.review.server import demo_review_app
-from moderator.runner import build_service, run_service
+from moderator.runner import build_service, running
 from moderator.samples import malformed_records, records_for, sample_posts
 from moderator.settings import Settings
 
@@ -68,20 +68,19 @@ async def _moderate_samples(settings: Settings, count: int, console: Console) ->
     await ensure_topics(settings)
     service = build_service(settings)
     console.print(f"model: [cyan]{service.classifier.info.name}[/] {service.classifier.info.version}")
-    service_task = asyncio.create_task(run_service(service, install_signal_handlers=False))
     posts = sample_posts(count, seed=7, prefix="demo")
     repeats = [{**p, "post_id": f"{p['post_id']}-repost"} for p in posts[: max(1, count // 4)]]
     malformed = malformed_records("demo-bad")[:4]
-    watcher = asyncio.create_task(_watch(settings, console, len(posts) + len(repeats), len(malformed)))
-    await produce(settings, records_for(posts) + [m.record for m in malformed])
-    while sum(service.stats.decisions.values()) < len(posts):
-        await asyncio.sleep(0.1)
-    await produce(settings, records_for(repeats))  # reposts of scored content: served from the cache
-    try:
-        await watcher
-    finally:
-        await service.stop()
-        await service_task
+    async with running(service):
+        watcher = asyncio.create_task(_watch(settings, console, len(posts) + len(repeats), len(malformed)))
+        try:
+            await produce(settings, records_for(posts) + [m.record for m in malformed])
+            while sum(service.stats.decisions.values()) < len(posts):
+                await asyncio.sleep(0.1)
+            await produce(settings, records_for(repeats))  # reposts of scored content: served from the cache
+            await watcher
+        finally:
+            watcher.cancel()
     stats = service.stats
     console.print(f"[bold]done[/]: {sum(stats.decisions.values())} decisions {stats.decisions}, "
                   f"dead letters {stats.dead_letters}, batches {service.model_batcher.stats.sizes[:12]}")

@@ -8,6 +8,7 @@ import functools
 import gc
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
@@ -80,3 +81,14 @@ async def run_service(service: ModerationService, install_signal_handlers: bool 
         await service.close()
         if service.redis is not None:
             await service.redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running(service: ModerationService) -> AsyncIterator[ModerationService]:
+    """Run ``service`` in this event loop for the block; on exit it drains, commits and closes."""
+    task = asyncio.create_task(run_service(service, install_signal_handlers=False))
+    try:
+        yield service
+    finally:
+        await service.stop()
+        await task

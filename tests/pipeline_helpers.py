@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -12,7 +11,7 @@ from aiokafka.structs import ConsumerRecord
 from moderator.broker import ensure_topics
 from moderator.client import read_topic
 from moderator.model.base import Classifier, ModelInfo, ModelInput
-from moderator.runner import build_service, run_service
+from moderator.runner import build_service, running
 from moderator.service import ModerationService
 from moderator.settings import Settings
 
@@ -21,13 +20,8 @@ from moderator.settings import Settings
 async def running_service(settings: Settings, **kwargs: object) -> AsyncIterator[ModerationService]:
     """A service running in this event loop; stopped gracefully on exit."""
     await ensure_topics(settings)
-    service = build_service(settings, **kwargs)  # type: ignore[arg-type]
-    task = asyncio.create_task(run_service(service, install_signal_handlers=False))
-    try:
+    async with running(build_service(settings, **kwargs)) as service:  # type: ignore[arg-type]
         yield service
-    finally:
-        await service.stop()
-        await asyncio.wait_for(task, 60)
 
 
 async def collect(settings: Settings, topic: str, count: int, timeout_s: float = 60.0) -> list[ConsumerRecord]:

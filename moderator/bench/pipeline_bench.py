@@ -21,7 +21,7 @@ from moderator.ingest.validate import IngestLimits, validate_record
 from moderator.model.base import Classifier
 from moderator.policy.engine import evaluate
 from moderator.policy.store import PolicyStore
-from moderator.runner import connect_redis, run_service
+from moderator.runner import connect_redis, running
 from moderator.samples import records_for
 from moderator.service import ModerationService
 from moderator.settings import Settings
@@ -69,13 +69,8 @@ def _throughput(first_consumed_at: float | None, stamps: Sequence[int]) -> float
 
 async def _run_service_over(settings: Settings, classifier: Classifier, policies: PolicyStore,
                             count: int) -> tuple[ModerationService, list[tuple[str, int]]]:
-    service = ModerationService(settings, classifier, policies, connect_redis(settings))
-    task = asyncio.create_task(run_service(service, install_signal_handlers=False))
-    try:
+    async with running(ModerationService(settings, classifier, policies, connect_redis(settings))) as service:
         stamps = await _decision_timestamps(settings, count)
-    finally:
-        await service.stop()
-        await task
     return service, stamps
 
 
@@ -105,25 +100,23 @@ async def bench_latency(settings: Settings, classifier: Classifier, policies: Po
     """Low load: posts trickle in at ``rate_per_s``; latency from produce to decision (broker timestamps)."""
     settings = fresh(settings, max_batch=max_batch, max_wait_ms=max_wait_ms)
     await ensure_topics(settings)
-    service = ModerationService(settings, classifier, policies, connect_redis(settings))
-    task = asyncio.create_task(run_service(service, install_signal_handlers=False))
     produced: dict[str, int] = {}
     # The platform's producer sends at once (no linger), so a post's timestamp is when it left.
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
     await producer.start()
     try:
-        while not service.consumer or not service.consumer.assignment():
-            await asyncio.sleep(0.1)  # the group join is start-up, not latency
-        for post in posts:
-            meta = await producer.send_and_wait(settings.input_topic, orjson.dumps(post), key=str(post["post_id"]).encode())
-            produced[str(post["post_id"])] = meta.timestamp
-            await asyncio.sleep(1 / rate_per_s)
-        decisions = [r async for r in read_topic(settings, settings.output_topic, until_count=len(posts),
-                                                 timeout_s=900)]
+        async with running(ModerationService(settings, classifier, policies, connect_redis(settings))) as service:
+            while not service.consumer or not service.consumer.assignment():
+                await asyncio.sleep(0.1)  # the group join is start-up, not latency
+            for post in posts:
+                meta = await producer.send_and_wait(settings.input_topic, orjson.dumps(post),
+                                                    key=str(post["post_id"]).encode())
+                produced[str(post["post_id"])] = meta.timestamp
+                await asyncio.sleep(1 / rate_per_s)
+            decisions = [r async for r in read_topic(settings, settings.output_topic, until_count=len(posts),
+                                                     timeout_s=900)]
     finally:
         await producer.stop()
-        await service.stop()
-        await task
     end_to_end = [r.timestamp - produced[r.key.decode()] for r in decisions]
     in_service = [float(orjson.loads(r.value)["latency_ms"]) for r in decisions]
     sizes = service.model_batcher.stats.sizes
