@@ -26,11 +26,6 @@ from tests.service_process import ServiceProcess
 pytestmark = pytest.mark.slow
 
 
-async def _count_decisions(settings: Settings, at_least: int) -> None:
-    async for _ in read_topic(settings, settings.output_topic, until_count=at_least, timeout_s=90):
-        pass
-
-
 async def test_kill_9_mid_stream_then_restart_leaves_no_post_undecided(settings: Settings, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"max_in_flight": 32, "fetch_max_records": 16})
     posts = sample_posts(300, seed=21, prefix="kill9")
@@ -38,7 +33,7 @@ async def test_kill_9_mid_stream_then_restart_leaves_no_post_undecided(settings:
     first = ServiceProcess(settings, tmp_path / "first.log")
     first.start()
     try:
-        await _count_decisions(settings, 50)
+        await collect(settings, settings.output_topic, 50, timeout_s=90)
         first.kill()
     finally:
         first.stop()
@@ -60,7 +55,7 @@ async def test_sigterm_drains_in_flight_posts_publishes_and_commits(settings: Se
     service = ServiceProcess(settings, tmp_path / "serve.log")
     service.start()
     try:
-        await _count_decisions(settings, 40)
+        await collect(settings, settings.output_topic, 40, timeout_s=90)
         assert service.terminate() == 0, service.log()
     finally:
         service.stop()
@@ -88,10 +83,10 @@ async def test_redis_outage_mid_stream_loses_no_post_and_cache_recovers(
     posts = sample_posts(240, seed=23, prefix="redis")
     async with running_service(settings) as service:
         await produce(settings, records_for(posts[:120]))
-        await _count_decisions(settings, 30)
+        await collect(settings, settings.output_topic, 30, timeout_s=90)
         own_redis.stop()
         await produce(settings, records_for(posts[120:]))
-        await _count_decisions(settings, 150)
+        await collect(settings, settings.output_topic, 150, timeout_s=90)
         own_redis.start()
         ids = await decided_ids(settings, {str(p["post_id"]) for p in posts}, timeout_s=90)
         errors_during_outage = service.stats.cache_errors
@@ -133,7 +128,7 @@ async def test_broker_restart_mid_stream_recovers_without_manual_action(
     posts = sample_posts(200, seed=24, prefix="broker")
     async with running_service(settings):
         await produce(settings, records_for(posts[:120]))
-        await _count_decisions(settings, 30)
+        await collect(settings, settings.output_topic, 30, timeout_s=90)
         durable_broker.kill()
         await asyncio.sleep(2.0)
         durable_broker.start()
@@ -177,7 +172,7 @@ async def test_rebalance_to_a_second_instance_loses_nothing_and_decides_each_pos
     posts = sample_posts(400, seed=26, prefix="rebal")
     async with running_service(settings) as first:
         await produce(settings, records_for(posts))
-        await _count_decisions(settings, 60)
+        await collect(settings, settings.output_topic, 60, timeout_s=90)
         async with running_service(settings) as second:
             ids = await decided_ids(settings, {str(p["post_id"]) for p in posts}, timeout_s=120)
             await asyncio.sleep(1.0)

@@ -8,12 +8,7 @@ from moderator.client import produce, read_topic
 from moderator.runner import build_service, run_service
 from moderator.samples import records_for, sample_posts
 from moderator.settings import Settings
-from tests.pipeline_helpers import decided_ids, running_service
-
-
-async def _wait_for_decisions(settings: Settings, count: int) -> None:
-    async for _ in read_topic(settings, settings.output_topic, until_count=count, timeout_s=60):
-        pass
+from tests.pipeline_helpers import collect, decided_ids, running_service
 
 
 async def test_graceful_stop_mid_stream_then_restart_decides_every_post(settings: Settings) -> None:
@@ -21,7 +16,7 @@ async def test_graceful_stop_mid_stream_then_restart_decides_every_post(settings
     posts = sample_posts(300, seed=11, prefix="restart")
     async with running_service(settings):
         await produce(settings, records_for(posts))
-        await _wait_for_decisions(settings, 60)
+        await collect(settings, settings.output_topic, 60, timeout_s=90)
     before_restart = [r async for r in read_topic(settings, settings.output_topic, timeout_s=10, idle_s=1.0)]
     assert 60 <= len(before_restart) < len(posts), "the first instance stopped mid-stream"
     # Stopped mid-stream: most posts are still undecided; a new instance of the group picks them up.
@@ -36,7 +31,7 @@ async def test_crash_without_drain_redelivers_uncommitted_posts(settings: Settin
     service = build_service(settings)
     task = asyncio.create_task(run_service(service, install_signal_handlers=False))
     await produce(settings, records_for(posts))
-    await _wait_for_decisions(settings, 40)
+    await collect(settings, settings.output_topic, 40, timeout_s=90)
     task.cancel()  # no drain, no final commit: like a crash of the consuming task
     await asyncio.gather(task, return_exceptions=True)
     wanted = {str(p["post_id"]) for p in posts}
