@@ -128,13 +128,14 @@ class ModerationService:
         self._model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         # Each item carries its post's span context, so the batch span can link to every post in it.
         self.model_batcher: MicroBatcher[tuple[ModelInput, SpanContext], Scores] = MicroBatcher(
-            self._score_batch, settings.max_batch, settings.max_wait_ms
+            self._score_batch, settings.max_batch, settings.max_wait_ms, adaptive_wait=settings.adaptive_wait
         )
         # Redis batches never wait for company: what queues up while one round trip is in flight
         # forms the next batch, so they grow under load and add no latency at low load.
         self.cache_batcher: MicroBatcher[str, Scores | None] = MicroBatcher(self._lookup_batch, 256, 0.0)
         self.cache_writer: MicroBatcher[tuple[str, str, Scores], None] = MicroBatcher(self._write_batch, 256, 0.0)
         self._in_flight_scores: dict[str, asyncio.Future[Scores]] = {}
+        self._stores: set[asyncio.Task[None]] = set()  # cache writes still running after their decision
         self._offsets = OffsetTracker()
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._paused = False
@@ -201,6 +202,8 @@ class ModerationService:
         await self.policy_runtime.close()
         await self.escalation.close()
         await self.model_batcher.close()
+        if self._stores:
+            await asyncio.wait(self._stores)
         await self.cache_batcher.close()
         await self.cache_writer.close()
         if self.consumer is not None:
@@ -362,14 +365,19 @@ class ModerationService:
         model_version = self.classifier.info.version
         try:
             scores = await self._infer(post)
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here so waiter-less failures are not reported as unhandled
-            raise
-        finally:
+        except BaseException as exc:
             self._in_flight_scores.pop(post.content_hash, None)
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+                future.exception()  # retrieved here so waiter-less failures are not reported as unhandled
+            else:
+                future.cancel()
+            raise
         future.set_result(scores)
-        await self._store(post.content_hash, scores, model_version)
+        # The write is off the decision's path; until it lands, identical posts share the in-flight scores.
+        store = asyncio.create_task(self._store(post.content_hash, scores, model_version, future))
+        self._stores.add(store)
+        store.add_done_callback(self._stores.discard)
         return scores, DecisionSource.MODEL
 
     async def _infer(self, post: ValidPost) -> Scores:
@@ -422,11 +430,14 @@ class ModerationService:
                 await self.cache.set_many(model_version, batch)
         return [None] * len(entries)
 
-    async def _store(self, content_hash: str, scores: Scores, model_version: str) -> None:
-        if self.cache is None:
-            return
+    async def _store(self, content_hash: str, scores: Scores, model_version: str,
+                     in_flight: asyncio.Future[Scores]) -> None:
         try:
-            await self.cache_writer.submit((model_version, content_hash, scores))
+            if self.cache is not None:
+                await self.cache_writer.submit((model_version, content_hash, scores))
         except RedisError as exc:
             self.stats.cache_errors += 1
             log.warning("cache write failed: %s", exc)
+        finally:
+            if self._in_flight_scores.get(content_hash) is in_flight:
+                del self._in_flight_scores[content_hash]

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     max_batch: int = Field(32, ge=1)
     max_wait_ms: float = Field(20.0, ge=0)
+    adaptive_wait: bool = Field(True, description="Close a model batch before max_wait_ms when, at the current "
+                                                  "arrival rate, no further post would join it in time.")
     # Backpressure: posts consumed but not yet committed before partitions are paused.
     max_in_flight: int = Field(512, ge=1)
     fetch_max_records: int = Field(256, ge=1)

@@ -66,3 +66,47 @@ async def test_a_failing_batch_function_fails_its_callers_and_the_batcher_keeps_
         await batcher.submit(1)
     assert await batcher.submit(2) == 2
     await batcher.close()
+
+
+async def test_adaptive_wait_closes_a_lone_item_at_once_when_arrivals_are_sparse() -> None:
+    model = CountingModel()
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=200, adaptive_wait=True)
+    loop = asyncio.get_running_loop()
+    waits = []
+    for i in range(5):  # one post every 300 ms: none would join a batch within 200 ms
+        start = loop.time()
+        assert await batcher.submit(i) == i * 2
+        waits.append(loop.time() - start)
+        await asyncio.sleep(0.3)
+    await batcher.close()
+    assert model.calls == [1] * 5
+    assert waits[0] >= 0.19, "the first item waits: no arrival rate is known yet"
+    assert max(waits[1:]) < 0.1, waits
+
+
+async def test_fixed_wait_holds_a_lone_item_until_max_wait() -> None:
+    batcher = MicroBatcher(CountingModel(), max_batch=64, max_wait_ms=200, adaptive_wait=False)
+    loop = asyncio.get_running_loop()
+    await batcher.submit(0)
+    await asyncio.sleep(0.3)
+    start = loop.time()
+    await batcher.submit(1)
+    assert loop.time() - start >= 0.19
+    await batcher.close()
+
+
+async def test_adaptive_wait_still_gathers_a_steady_stream_into_batches() -> None:
+    model = CountingModel()
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=100, adaptive_wait=True)
+
+    async def stream() -> list[int]:
+        pending = []
+        for i in range(40):  # one post every 5 ms: about 20 per 100 ms window
+            pending.append(asyncio.ensure_future(batcher.submit(i)))
+            await asyncio.sleep(0.005)
+        return list(await asyncio.gather(*pending))
+
+    assert await stream() == [i * 2 for i in range(40)]
+    await batcher.close()
+    assert sum(model.calls) == 40
+    assert max(model.calls) >= 8, model.calls

@@ -28,7 +28,9 @@ def test_bench_quick_runs_and_writes_well_formed_results(servers: Servers, tmp_p
     assert [r["batch_size"] for r in report["bare"]] == [1, 2, 4, 8]
     assert {r["scenario"] for r in report["pipeline"]} == {"pipeline"}
     assert report["naive"]["posts"] > 0 and report["cache"]["posts"] > 0
-    assert set(report["latency"]["latency_ms"]) == {"p50", "p95", "p99"}
+    for run, adaptive in ((report["latency"], True), (report["latency_fixed_wait"], False)):
+        assert run["adaptive_wait"] is adaptive
+        assert set(run["latency_ms"]) == set(run["service_latency_ms"]) == {"p50", "p95", "p99"}
     for name, value in report["ratios"].items():
         assert isinstance(value, float) and math.isfinite(value) and value > 0, name
     assert chart.read_bytes().startswith(b"\x89PNG")

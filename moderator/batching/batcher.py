@@ -3,6 +3,11 @@
 A batch closes when it holds ``max_batch`` items or ``max_wait_ms`` after its first item arrived,
 whichever comes first. While one batch runs, new items queue up, so under load batches grow on
 their own towards ``max_batch`` and at low load an item waits at most ``max_wait_ms``.
+
+With ``adaptive_wait`` the batcher also watches the arrival rate (a moving average of the gaps
+between submits) and closes a batch as soon as the next item is not expected before the deadline:
+at low load nothing would join, so waiting only adds latency, while under load the gaps are short
+and batches fill as before.
 """
 
 from __future__ import annotations
@@ -42,13 +47,16 @@ class MicroBatcher(Generic[T, R]):
     """
 
     def __init__(self, fn: BatchFn[T, R], max_batch: int, max_wait_ms: float,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float], None] | None = None, adaptive_wait: bool = False) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._fn = fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self._on_batch = on_batch
+        self.adaptive_wait = adaptive_wait
+        self._last_arrival: float | None = None
+        self._mean_gap_s: float | None = None
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.stats = BatchStats()
@@ -58,8 +66,25 @@ class MicroBatcher(Generic[T, R]):
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="micro-batcher")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._note_arrival()
         await self._queue.put((item, future))
         return await future
+
+    def _note_arrival(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._last_arrival is not None:
+            # An idle spell counts as a few max_waits at most, so a burst after it shows within a few items.
+            gap = min(now - self._last_arrival, 4 * self.max_wait_s)
+            self._mean_gap_s = gap if self._mean_gap_s is None else 0.8 * self._mean_gap_s + 0.2 * gap
+        self._last_arrival = now
+
+    def _none_expected_before(self, deadline: float) -> bool:
+        """Adaptive wait: at the current arrival rate the next item would come after ``deadline``."""
+        if not self.adaptive_wait:
+            return False
+        if self._last_arrival is None or self._mean_gap_s is None:
+            return False  # no rate known yet (the first item): wait as a fixed batcher would
+        return self._last_arrival + self._mean_gap_s > deadline
 
     async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch = [await self._queue.get()]
@@ -69,7 +94,7 @@ class MicroBatcher(Generic[T, R]):
                 batch.append(self._queue.get_nowait())
                 continue
             remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
+            if remaining <= 0 or self._none_expected_before(deadline):
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))

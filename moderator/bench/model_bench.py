@@ -25,11 +25,11 @@ def bench_model(classifier: Classifier, inputs: Sequence[ModelInput], batch_size
     Stops growing the batch when the device runs out of memory: that is the physical limit.
     """
     rows: list[ModelRow] = []
-    classifier.score_batch(list(inputs[:2]))  # warm-up: lazy init, allocator, kernels
     for size in batch_sizes:
         batches = [[inputs[(start + j) % len(inputs)] for j in range(size)] for start in range(0, len(inputs), size)]
         done, elapsed, calls = 0, 0.0, 0
         try:
+            classifier.score_batch(batches[-1])  # warm-up at this shape: lazy init, allocator arenas, kernels
             while elapsed < min_seconds or calls < 2:
                 batch = batches[calls % len(batches)]
                 started = time.perf_counter()

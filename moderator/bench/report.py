@@ -20,9 +20,11 @@ def print_report(report: ModelReport, console: Console) -> None:
 
     runs = Table("scenario", "max_batch", "max_wait_ms", "posts", "posts/s", "mean batch", "p50/p95/p99 ms",
                  title="through the broker and Redis")
-    for run in [*report.pipeline, report.naive, report.cache, report.latency]:
+    for run in [*report.pipeline, report.naive, report.cache, report.latency, report.latency_fixed_wait]:
         lat = "/".join(f"{run.latency_ms[k]:.0f}" for k in ("p50", "p95", "p99")) if run.latency_ms else "-"
-        runs.add_row(run.scenario, str(run.max_batch or "-"), str(run.max_wait_ms or "-"), str(run.posts),
+        scenario = run.scenario if run.adaptive_wait is None else \
+            f"{run.scenario} ({'adaptive' if run.adaptive_wait else 'fixed'} wait)"
+        runs.add_row(scenario, str(run.max_batch or "-"), str(run.max_wait_ms or "-"), str(run.posts),
                      f"{run.posts_per_s:,.1f}", f"{run.mean_batch:.1f}" if run.mean_batch else "-", lat)
     console.print(runs)
 
@@ -39,9 +41,12 @@ def print_report(report: ModelReport, console: Console) -> None:
     summary.add_row(f"pipeline / bare model at batch {best.max_batch}",
                     f"{ratios['pipeline_vs_bare_model_same_batch']:.0%}")
     summary.add_row("cache-hit path", f"{ratios['cache_posts_per_s']:,.0f} posts/s")
-    summary.add_row("low-load p99 in the service vs max_wait + 2 x forward",
-                    f"{ratios['low_load_service_p99_ms']:.1f} ms vs {ratios['p99_bound_ms']:.1f} ms")
-    summary.add_row("low-load p99 produce -> decision (through the broker)", f"{ratios['low_load_p99_ms']:.0f} ms")
+    for label, prefix, bound in (("adaptive wait", "low_load_", "p99_bound_ms"),
+                                 ("fixed wait", "fixed_wait_", "fixed_wait_p99_bound_ms")):
+        summary.add_row(f"low-load p99 in the service vs max_wait + 2 x forward ({label})",
+                        f"{ratios[prefix + 'service_p99_ms']:.1f} ms vs {ratios[bound]:.1f} ms")
+        summary.add_row(f"low-load p99 produce -> decision, through the broker ({label})",
+                        f"{ratios[prefix + 'p99_ms']:.1f} ms")
     console.print(summary)
 
 
@@ -70,12 +75,16 @@ def plot(reports: list[ModelReport], path: Path) -> None:
                   linestyle=":", color=color, label=f"{report.model}: pipeline")
         left.axhline(report.naive.posts_per_s, linestyle="--", linewidth=1, color=color,
                      label=f"{report.model}: naive per-message")
-        if report.latency.latency_ms:
-            keys = ["p50", "p95", "p99"]
-            right.plot(keys, [report.latency.latency_ms[k] for k in keys], marker="o", color=color,
-                       label=report.model)
+        keys = ["p50", "p95", "p99"]
+        for run, style, marker in ((report.latency, "-", "o"), (report.latency_fixed_wait, "--", "x")):
+            if run.latency_ms:
+                wait = "adaptive" if run.adaptive_wait else "fixed"
+                right.plot(keys, [run.latency_ms[k] for k in keys], marker=marker, linestyle=style, color=color,
+                           label=f"{report.model}: {wait} wait")
     left.set(xscale="log", yscale="log", xlabel="batch size", ylabel="posts/s", title="throughput")
-    right.set(ylabel="ms", title="end-to-end latency at low load")
+    waits = sorted({r.latency.max_wait_ms for r in reports if r.latency.max_wait_ms is not None})
+    right.set(ylabel="ms", title="produce -> decision at low load"
+              + (f" (max_wait {', '.join(f'{w:g}' for w in waits)} ms)" if waits else ""))
     left.legend(fontsize=7)
     right.legend(fontsize=7)
     fig.tight_layout()

@@ -46,7 +46,7 @@ class BenchPlan(BaseModel):
         """Fewer posts for slow models (the packaged stack runs OCR per image)."""
         return self.model_copy(update={
             "posts": max(16, int(self.posts * factor)), "naive_posts": max(8, int(self.naive_posts * factor)),
-            "latency_posts": max(8, int(self.latency_posts * factor * 2)),
+            "latency_posts": max(8, int(self.latency_posts * factor)),
             "latency_rate_per_s": self.latency_rate_per_s * factor,
         })
 
@@ -61,7 +61,8 @@ class ModelReport(BaseModel):
     pipeline: list[RunResult]
     naive: RunResult
     cache: RunResult
-    latency: RunResult
+    latency: RunResult  # adaptive wait (the default)
+    latency_fixed_wait: RunResult  # the same trickle with every batch held for max_wait
 
     def bare_at(self, batch_size: int) -> ModelRow:
         """The bare-model row at the largest measured batch size not above ``batch_size``."""
@@ -71,17 +72,24 @@ class ModelReport(BaseModel):
     def best_pipeline(self) -> RunResult:
         return max(self.pipeline, key=lambda r: r.posts_per_s)
 
+    def p99_bound_ms(self, run: RunResult) -> float:
+        """max_wait + 2 x the bare forward time of one batch of the run's mean size."""
+        return (run.max_wait_ms or 0) + 2 * self.bare_at(max(1, round(run.mean_batch or 1))).ms_per_batch
+
     def ratios(self) -> dict[str, float]:
         best = self.best_pipeline
         bare = self.bare_at(best.max_batch or 1)
-        forward_ms = self.bare_at(max(1, round(self.latency.mean_batch or 1))).ms_per_batch
+        nan = float("nan")
         return {
             "pipeline_vs_naive": best.posts_per_s / self.naive.posts_per_s,
             "pipeline_vs_bare_model_same_batch": best.posts_per_s / bare.posts_per_s,
             "cache_posts_per_s": self.cache.posts_per_s,
-            "low_load_p99_ms": self.latency.latency_ms.get("p99", float("nan")),
-            "low_load_service_p99_ms": self.latency.service_latency_ms.get("p99", float("nan")),
-            "p99_bound_ms": (self.latency.max_wait_ms or 0) + 2 * forward_ms,
+            "low_load_p99_ms": self.latency.latency_ms.get("p99", nan),
+            "low_load_service_p99_ms": self.latency.service_latency_ms.get("p99", nan),
+            "p99_bound_ms": self.p99_bound_ms(self.latency),
+            "fixed_wait_p99_ms": self.latency_fixed_wait.latency_ms.get("p99", nan),
+            "fixed_wait_service_p99_ms": self.latency_fixed_wait.service_latency_ms.get("p99", nan),
+            "fixed_wait_p99_bound_ms": self.p99_bound_ms(self.latency_fixed_wait),
         }
 
 
@@ -103,13 +111,13 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
     with tempfile.TemporaryDirectory(prefix="moderator-bench-") as work:
         classifier, settings = _classifier(name, settings, policies, Path(work))
         if name == "offline":
-            plan = plan.scaled(0.25)
+            plan = plan.scaled(0.5)
         limits = IngestLimits.from_settings(settings)
         posts = bench_posts(plan.posts, prefix=f"{name}-pipe", seed=1)
         bare = bench_model(classifier, model_inputs(posts[: max(plan.batch_sizes) * 2], limits), plan.batch_sizes,
                            plan.model_seconds)
 
-        async def scenarios() -> tuple[list[RunResult], RunResult, RunResult, RunResult]:
+        async def scenarios() -> tuple[list[RunResult], RunResult, RunResult, list[RunResult]]:
             pipeline = [await bench_pipeline(settings, classifier, policies,
                                              bench_posts(plan.posts, prefix=f"{name}-pipe{i}", seed=10 + i), mb, mw)
                         for i, (mb, mw) in enumerate(plan.pipeline_configs)]
@@ -118,12 +126,13 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
             cache = await bench_cache(settings, classifier, policies,
                                       bench_posts(plan.posts, prefix=f"{name}-pipe0", seed=10), plan.cache_posts)
             mb, mw = plan.pipeline_configs[-1]
-            latency = await bench_latency(settings, classifier, policies,
-                                          bench_posts(plan.latency_posts, prefix=f"{name}-lat", seed=4), mb, mw,
-                                          plan.latency_rate_per_s)
+            latency = [await bench_latency(settings, classifier, policies,  # unique content: no cache hits
+                                           bench_posts(plan.latency_posts, prefix=f"{name}-lat{seed}", seed=seed),
+                                           mb, mw, plan.latency_rate_per_s, adaptive)
+                       for seed, adaptive in ((4, True), (5, False))]
             return pipeline, naive, cache, latency
 
-        pipeline, naive, cache, latency = asyncio.run(scenarios())
+        pipeline, naive, cache, (adaptive, fixed) = asyncio.run(scenarios())
         device = str(getattr(classifier, "device", "cpu"))
         return ModelReport(model=name, model_version=classifier.info.version, device=device, bare=bare,
-                           pipeline=pipeline, naive=naive, cache=cache, latency=latency)
+                           pipeline=pipeline, naive=naive, cache=cache, latency=adaptive, latency_fixed_wait=fixed)

@@ -203,7 +203,8 @@ class EscalationTier:
         block = policy.escalation
         batcher = self._batchers.get(policy.name)
         if batcher is None:
-            batcher = MicroBatcher(self._assess_batch, block.max_batch, block.max_wait_ms)
+            batcher = MicroBatcher(self._assess_batch, block.max_batch, block.max_wait_ms,
+                                   adaptive_wait=self.settings.adaptive_wait)
             self._batchers[policy.name] = batcher
         batcher.max_batch, batcher.max_wait_s = block.max_batch, block.max_wait_ms / 1000.0  # live edits
         return slot, escalator
