@@ -180,6 +180,17 @@ def test_policy_validate_exit_codes_for_ci(tmp_path: Path) -> None:
     assert single.exit_code == 1, "a file is validated together with the directory it will serve from"
 
 
+def test_serve_with_a_missing_or_broken_policy_directory_exits_with_one_clear_message(tmp_path: Path) -> None:
+    runner = CliRunner()
+    broken = _policy_dir(tmp_path, ads="name: ads\nversion: [\n")
+    for directory, expected in ((tmp_path / "nowhere", "not a directory"), (broken, "ads.yaml:")):
+        result = runner.invoke(build_app(), ["serve"], env={"MODERATOR_POLICY_DIR": str(directory),
+                                                             "MODERATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+        assert result.exit_code == 2, result.output
+        assert expected in result.output and "MODERATOR_POLICY_DIR" in result.output
+        assert "Traceback" not in result.output
+
+
 def test_exported_json_schema_is_shipped_and_accepts_the_policies() -> None:
     shipped = json.loads((ROOT / "docs" / "policy.schema.json").read_text(encoding="utf-8"))
     assert shipped == policy_json_schema(), "regenerate with: moderator policy schema --out docs/policy.schema.json"

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
 from moderator.settings import Settings
+
+
+def _exit_on_policy_error(run: Callable[[], None], settings: Settings) -> None:
+    """Run; a missing or invalid policy directory ends the command with one clear line, not a traceback."""
+    from moderator.policy.loader import PolicyError
+
+    try:
+        run()
+    except PolicyError as exc:
+        where = settings.policy_dir if settings.policy_dir.is_absolute() else Path.cwd() / settings.policy_dir
+        typer.secho(f"moderator: {exc}\n(MODERATOR_POLICY_DIR resolves to {where}: run from the project "
+                    "directory or point it at a directory of policy YAML files)", err=True, fg="red")
+        raise typer.Exit(2) from exc
 
 
 def serve(
@@ -20,7 +35,7 @@ def serve(
     configure_logging(settings.log_format, log_level)  # MODERATOR_LOG_FORMAT=json for log shippers
     if not settings.kafka_bootstrap:
         raise typer.BadParameter("set MODERATOR_KAFKA_BOOTSTRAP (or use `moderator demo` for embedded servers)")
-    asyncio.run(run_service(build_service(settings)))
+    _exit_on_policy_error(lambda: asyncio.run(run_service(build_service(settings))), settings)
 
 
 def demo(
@@ -29,7 +44,8 @@ def demo(
     """Start an embedded broker and Redis, the service, produce sample posts and print their decisions."""
     from moderator.demo import demo as run
 
-    run(Settings(), count)
+    settings = Settings()
+    _exit_on_policy_error(lambda: run(settings, count), settings)
 
 
 def register(app: typer.Typer) -> None:
