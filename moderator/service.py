@@ -374,10 +374,12 @@ class ModerationService:
                 future.cancel()
             raise
         future.set_result(scores)
-        # The write is off the decision's path; until it lands, identical posts share the in-flight scores.
-        store = asyncio.create_task(self._store(post.content_hash, scores, model_version, future))
-        self._stores.add(store)
-        store.add_done_callback(self._stores.discard)
+        if self.cache is None:
+            self._in_flight_scores.pop(post.content_hash, None)
+        else:  # the write is off the decision's path; until it lands, identical posts share these scores
+            store = asyncio.create_task(self._store(post.content_hash, scores, model_version, future))
+            self._stores.add(store)
+            store.add_done_callback(self._stores.discard)
         return scores, DecisionSource.MODEL
 
     async def _infer(self, post: ValidPost) -> Scores:
@@ -433,8 +435,7 @@ class ModerationService:
     async def _store(self, content_hash: str, scores: Scores, model_version: str,
                      in_flight: asyncio.Future[Scores]) -> None:
         try:
-            if self.cache is not None:
-                await self.cache_writer.submit((model_version, content_hash, scores))
+            await self.cache_writer.submit((model_version, content_hash, scores))
         except RedisError as exc:
             self.stats.cache_errors += 1
             log.warning("cache write failed: %s", exc)

@@ -182,3 +182,19 @@ async def test_rebalance_to_a_second_instance_loses_nothing_and_decides_each_pos
     assert both_worked, "the group rebalanced partitions onto the second instance"
     doubles = {k: n for k, n in Counter(everything).items() if n > 1}
     assert not doubles, f"revoked partitions were drained and committed before hand-over: {doubles}"
+
+
+async def test_without_redis_configured_every_post_is_decided_and_nothing_waits_on_a_cache_write(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"redis_url": "", "max_wait_ms": 200.0})
+    posts = sample_posts(20, seed=25, prefix="nocache")
+    twins = [{**p, "post_id": f"{p['post_id']}-twin"} for p in posts]
+    async with running_service(settings) as service:
+        await produce(settings, records_for(posts + twins))
+        decisions = await collect(settings, settings.output_topic, len(posts) + len(twins))
+        stats = service.stats
+    assert {r.key.decode() for r in decisions} == {str(p["post_id"]) for p in posts + twins}
+    assert stats.cache_errors == 0 and service.cache is None
+    assert stats.decisions["model"] + stats.decisions["cache"] == len(posts) + len(twins)
+    assert not service._in_flight_scores, "nothing is left waiting for a cache write that will never happen"

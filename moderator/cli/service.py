@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 
 import typer
 
@@ -18,8 +17,7 @@ def _exit_on_policy_error(run: Callable[[], None], settings: Settings) -> None:
     try:
         run()
     except PolicyError as exc:
-        where = settings.policy_dir if settings.policy_dir.is_absolute() else Path.cwd() / settings.policy_dir
-        typer.secho(f"moderator: {exc}\n(MODERATOR_POLICY_DIR resolves to {where}: run from the project "
+        typer.secho(f"moderator: {exc}\n(MODERATOR_POLICY_DIR resolves to {settings.policy_dir.resolve()}: run from the project "
                     "directory or point it at a directory of policy YAML files)", err=True, fg="red")
         raise typer.Exit(2) from exc
 
