@@ -28,17 +28,23 @@ local function audit(now, actor, action, id, policy, previous, outcome, detail)
   redis.call('EXPIRE', history, ttl)
 end
 
--- Give the items whose lease ran out back to their queue, at their original priority.
+-- Give a claimed item back to its queue, at its original priority.
+local function requeue(now, key, id, policy, holder, actor, action)
+  redis.call('HSET', key, 'status', 'queued', 'reviewer', '', 'lease_until', '0')
+  redis.call('ZREM', prefix .. 'leases:' .. policy, id)
+  redis.call('ZADD', prefix .. 'queue:' .. policy, redis.call('HGET', key, 'priority'), id)
+  audit(now, actor, action, id, policy, 'claimed by ' .. holder, 'queued', '')
+end
+
+-- Requeue the items whose lease ran out.
 local function reap(now, policy)
   local leases = prefix .. 'leases:' .. policy
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do
-    redis.call('ZREM', leases, id)
     local key = prefix .. 'item:' .. id
     if redis.call('HGET', key, 'status') == 'claimed' then
-      local holder = redis.call('HGET', key, 'reviewer')
-      redis.call('HSET', key, 'status', 'queued', 'reviewer', '', 'lease_until', '0')
-      redis.call('ZADD', prefix .. 'queue:' .. policy, redis.call('HGET', key, 'priority'), id)
-      audit(now, 'system', 'lease_expired', id, policy, 'claimed by ' .. holder, 'queued', '')
+      requeue(now, key, id, policy, redis.call('HGET', key, 'reviewer'), 'system', 'lease_expired')
+    else
+      redis.call('ZREM', leases, id)
     end
   end
 end
@@ -118,10 +124,7 @@ reap(now, policy)
 if redis.call('HGET', key, 'status') ~= 'claimed' then return 'not_claimed' end
 local holder = redis.call('HGET', key, 'reviewer')
 if holder ~= actor and ARGV[6] ~= '1' then return 'not_yours' end
-redis.call('HSET', key, 'status', 'queued', 'reviewer', '', 'lease_until', '0')
-redis.call('ZREM', prefix .. 'leases:' .. policy, id)
-redis.call('ZADD', prefix .. 'queue:' .. policy, redis.call('HGET', key, 'priority'), id)
-audit(now, actor, 'release', id, policy, 'claimed by ' .. holder, 'queued', '')
+requeue(now, key, id, policy, holder, actor, 'release')
 return 'ok'
 """
 
