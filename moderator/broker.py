@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from moderator.retry import with_backoff
 from moderator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,20 +66,15 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
+def _is_set(stopping: asyncio.Event | None) -> Callable[[], bool]:
+    return lambda: stopping is not None and stopping.is_set()
+
+
 async def start_with_retry(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient,
                            settings: Settings, stopping: asyncio.Event | None = None) -> None:
     """Start a client, retrying with exponential backoff while the broker is unreachable."""
-    delay = 0.2
-    while True:
-        try:
-            await client.start()
-            return
-        except KafkaError as exc:
-            if stopping is not None and stopping.is_set():
-                raise
-            log.warning("broker unavailable (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, settings.kafka_retry_backoff_max_s)
+    await with_backoff(client.start, KafkaError, "connecting to the broker", _is_set(stopping),
+                       first_delay_s=0.2, max_delay_s=settings.kafka_retry_backoff_max_s)
 
 
 async def send_with_retry(producer: AIOKafkaProducer, topic: str, value: bytes, key: bytes | None,
@@ -87,14 +84,5 @@ async def send_with_retry(producer: AIOKafkaProducer, topic: str, value: bytes, 
     Gives up only when the service is stopping; the caller then leaves the offset uncommitted so the
     record is redelivered (at-least-once).
     """
-    delay = 0.1
-    while True:
-        try:
-            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
-            return
-        except KafkaError as exc:
-            if stopping is not None and stopping.is_set():
-                raise
-            log.warning("publish to %s failed (%s); retrying in %.1fs", topic, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff_s)
+    await with_backoff(lambda: producer.send_and_wait(topic, value=value, key=key, headers=headers), KafkaError,
+                       f"publish to {topic}", _is_set(stopping), max_delay_s=max_backoff_s)

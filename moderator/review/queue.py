@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from moderator.decisions.schema import Decision, DecisionSource
 from moderator.ingest.validate import IngestLimits, ValidPost
+from moderator.retry import with_backoff
 from moderator.review import scripts
 from moderator.review.images import review_jpeg
 from moderator.review.keys import ReviewKeys
@@ -93,17 +94,8 @@ class RedisReviewQueue:
             image = await asyncio.to_thread(review_jpeg, post.image_bytes, self.image_limits, self.image_max_side)
         item = ReviewItem(item_id=item_id_for(post.post.post_id), post=PostView.of(post.post, image is not None),
                           decision=decision, entered_at=datetime.now(UTC), severity=severity_of(decision))
-        delay = 0.1
-        while True:
-            try:
-                await self.add(item, image)
-                return
-            except RedisError as exc:
-                if self.stopping is None or self.stopping.is_set():
-                    raise
-                log.warning("review enqueue of %s failed (%s); retrying in %.1fs", post.post.post_id, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, ENQUEUE_MAX_BACKOFF_S)
+        await with_backoff(lambda: self.add(item, image), RedisError, f"review enqueue of {post.post.post_id}",
+                           lambda: self.stopping is None or self.stopping.is_set(), max_delay_s=ENQUEUE_MAX_BACKOFF_S)
 
     async def add(self, item: ReviewItem, image_jpeg: bytes | None) -> bool:
         """Store an item and queue it; False when it already exists."""
