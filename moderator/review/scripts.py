@@ -49,6 +49,12 @@ local function reap(now, policy)
   end
 end
 
+-- An item's hash key and its policy (nil when the item does not exist or has expired).
+local function find(id)
+  local key = prefix .. 'item:' .. id
+  return key, redis.call('HGET', key, 'policy')
+end
+
 local function take(now, key, id, policy, reviewer, lease_ms, previous)
   local lease_until = now + tonumber(lease_ms)
   redis.call('HSET', key, 'status', 'claimed', 'reviewer', reviewer, 'lease_until', lease_until)
@@ -96,8 +102,7 @@ end
 # Returns 'ok', 'not_found', 'claimed' (by someone else) or 'decided'.
 CLAIM_ONE = _PRELUDE + """
 local id, reviewer = ARGV[4], ARGV[5]
-local key = prefix .. 'item:' .. id
-local policy = redis.call('HGET', key, 'policy')
+local key, policy = find(id)
 if not policy then return 'not_found' end
 local now = now_ms()
 reap(now, policy)
@@ -116,8 +121,7 @@ return 'ok'
 # Returns 'ok', 'not_found', 'not_claimed' or 'not_yours'.
 RELEASE = _PRELUDE + """
 local id, actor = ARGV[4], ARGV[5]
-local key = prefix .. 'item:' .. id
-local policy = redis.call('HGET', key, 'policy')
+local key, policy = find(id)
 if not policy then return 'not_found' end
 local now = now_ms()
 reap(now, policy)
@@ -133,8 +137,7 @@ return 'ok'
 # The caller must hold a live lease. Returns 'ok', 'not_found', 'decided', 'not_claimed' or 'lease_expired'.
 DECIDE = _PRELUDE + """
 local id, reviewer = ARGV[4], ARGV[5]
-local key = prefix .. 'item:' .. id
-local policy = redis.call('HGET', key, 'policy')
+local key, policy = find(id)
 if not policy then return 'not_found' end
 local now = now_ms()
 local status = redis.call('HGET', key, 'status')
