@@ -15,8 +15,8 @@ from moderator.broker import ensure_topics
 from moderator.client import produce, read_topic
 from moderator.embedded.servers import endpoints_or_embedded
 from moderator.review.server import demo_review_app
-from moderator.runner import build_service, running
 from moderator.samples import malformed_records, records_for, sample_posts
+from moderator.service import build_service, running
 from moderator.settings import Settings
 
 ACTION_STYLE = {"allow": "green", "review": "yellow", "block": "bold red"}
@@ -75,15 +75,15 @@ async def _moderate_samples(settings: Settings, count: int, console: Console) ->
         watcher = asyncio.create_task(_watch(settings, console, len(posts) + len(repeats), len(malformed)))
         try:
             await produce(settings, records_for(posts) + [m.record for m in malformed])
-            while sum(service.stats.decisions.values()) < len(posts):
+            while sum(service.counts.decisions.values()) < len(posts):
                 await asyncio.sleep(0.1)
             await produce(settings, records_for(repeats))  # reposts of scored content: served from the cache
             await watcher
         finally:
             watcher.cancel()
-    stats = service.stats
+    stats = service.counts
     console.print(f"[bold]done[/]: {sum(stats.decisions.values())} decisions {stats.decisions}, "
-                  f"dead letters {stats.dead_letters}, batches {service.model_batcher.stats.sizes[:12]}")
+                  f"dead letters {stats.dead_letters}, batches {service.pipeline.infer.batcher.stats.sizes[:12]}")
 
 
 def demo(settings: Settings, count: int) -> None:

@@ -1,94 +1,141 @@
-"""Wire a ModerationService from settings and run it until stopped (SIGINT/SIGTERM or an event)."""
+"""The Kafka runner: consume, backpressure, offsets, commits and rebalance drain, around one handler.
+
+Each record becomes one task running ``handler(record)``; the runner only learns when it ended.
+A partition is committed up to its oldest record still in flight, only once the handler
+returned for it (its decision or dead letter acknowledged), so nothing is lost across crashes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import gc
 import logging
-import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
-from opentelemetry.sdk.trace import TracerProvider
-from redis.asyncio import Redis
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
-from moderator.model.base import Classifier
-from moderator.model.loader import load_classifier
-from moderator.policy.loader import load_policy_set
-from moderator.policy.store import PolicyStore
-from moderator.review.queue import RedisReviewQueue
-from moderator.service import ModerationService, ReviewSink
+from moderator.broker import make_consumer, start_with_retry
+from moderator.ingest.offsets import OffsetTracker
 from moderator.settings import Settings
+from moderator.telemetry.instrument import Telemetry
 
 log = logging.getLogger(__name__)
 
-
-def connect_redis(settings: Settings) -> Redis | None:
-    """A Redis client with short timeouts (a slow cache must not stall the stream), or None if unset."""
-    if not settings.redis_url:
-        log.warning("MODERATOR_REDIS_URL is not set: running without the score cache")
-        return None
-    return Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+Handler = Callable[[ConsumerRecord], Awaitable[None]]
 
 
-def build_service(settings: Settings, classifier: Classifier | None = None, review: ReviewSink | None = None,
-                  tracer_provider: TracerProvider | None = None) -> ModerationService:
-    """The service with its policies, classifier and Redis connection.
+class _Rebalance(ConsumerRebalanceListener):
+    """Drains and commits partitions before they are taken away, so the new owner neither loses nor repeats them."""
 
-    The classifier and the tracer provider may be given (tests); by default the provider exports
-    over OTLP as the standard OTEL_* variables say.
-    """
-    policies = PolicyStore(load_policy_set(settings.policy_dir))
-    # A classifier built here can be rebuilt when a policy reload changes categories or prompts.
-    factory = functools.partial(load_classifier, settings) if classifier is None else None
-    if classifier is None:
-        classifier = load_classifier(settings, policies.current.head_spec())
-    redis = connect_redis(settings)
-    service = ModerationService(settings, classifier, policies, redis, review, tracer_provider,
-                                classifier_factory=factory)
-    if review is None and redis is not None:  # posts sent to review wait for people in Redis
-        service.review = RedisReviewQueue(redis, settings, stopping=service.stopping)
-    return service
+    def __init__(self, runner: KafkaRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.runner.drain(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
 
 
-def _settle_garbage_collector() -> None:
-    """Keep the cyclic GC off the hot path once the model and clients are loaded.
+class KafkaRunner:
+    """One consumer-group member driving ``handler`` with every record of the input topic."""
 
-    torch and transformers leave millions of long-lived objects; every full collection rescans
-    them, which more than halved cache-hit throughput. Freezing moves what exists now out of the
-    collector's sight, and a larger young generation collects less often under per-post churn.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
+    def __init__(self, settings: Settings, handler: Handler, telemetry: Telemetry, stopping: asyncio.Event) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.telemetry = telemetry
+        self.stopping = stopping
+        self.offsets = OffsetTracker()
+        self.consumer: AIOKafkaConsumer | None = None
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._paused = False
 
+    @property
+    def in_flight(self) -> int:
+        """Records consumed whose handler has not finished (or that are not yet committable)."""
+        return self.offsets.in_flight
 
-async def run_service(service: ModerationService, install_signal_handlers: bool = True) -> None:
-    """Start, run until stopped, drain, close. SIGTERM/SIGINT trigger a graceful stop."""
-    loop = asyncio.get_running_loop()
-    if install_signal_handlers:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, service.stopping.set)
-    try:
-        await service.start()
-        _settle_garbage_collector()
-        log.info("moderator consuming %s as group %s (model %s)", service.settings.input_topic,
-                 service.settings.consumer_group, service.classifier.info.name)
-        await service.run()
-    finally:
-        await service.close()
-        if service.redis is not None:
-            await service.redis.aclose()
+    async def start(self) -> None:
+        """Join the consumer group (retrying until the broker answers or ``stopping`` is set)."""
+        self.consumer = make_consumer(self.settings)
+        self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+        await start_with_retry(self.consumer, self.settings, self.stopping)
 
+    async def run(self) -> None:
+        """Consume until ``stopping`` is set, then drain what is in flight and commit."""
+        assert self.consumer is not None
+        last_commit = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.fetch_max_records)
+                for tp, records in batches.items():
+                    for record in records:
+                        self._dispatch(tp, record)
+                self._apply_backpressure()
+                if (time.monotonic() - last_commit) * 1000 >= self.settings.commit_interval_ms:
+                    await self.commit()
+                    last_commit = time.monotonic()
+        finally:
+            await self.drain(list(self._tasks))
 
-@contextlib.asynccontextmanager
-async def running(service: ModerationService) -> AsyncIterator[ModerationService]:
-    """Run ``service`` in this event loop for the block; on exit it drains, commits and closes."""
-    task = asyncio.create_task(run_service(service, install_signal_handlers=False))
-    try:
-        yield service
-    finally:
-        await service.stop()
-        await task
+    async def close(self) -> None:
+        """Leave the group."""
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    def _dispatch(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        if self.telemetry.counts.first_consumed_at is None:
+            self.telemetry.counts.first_consumed_at = time.time()
+        self.telemetry.metrics.consumed.inc()
+        self.offsets.add(tp, record.offset)
+        task = asyncio.create_task(self.handler(record), name=f"post {tp.partition}:{record.offset}")
+        tasks = self._tasks.setdefault(tp, set())
+        tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            tasks.discard(t)
+            if not t.cancelled() and t.exception() is None:
+                self.offsets.done(tp, record.offset)
+            elif not t.cancelled():
+                log.error("record %s:%s left uncommitted: %r", tp, record.offset, t.exception())
+
+        task.add_done_callback(finished)
+
+    def _apply_backpressure(self) -> None:
+        """Pause every assigned partition while too many records are in flight."""
+        assert self.consumer is not None
+        in_flight = self.offsets.in_flight
+        if not self._paused and in_flight >= self.settings.max_in_flight:
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+        elif self._paused and in_flight <= self.settings.max_in_flight // 2:
+            self.consumer.resume(*self.consumer.paused())
+            self._paused = False
+
+    async def commit(self) -> None:
+        """Commit every partition up to its oldest record still in flight."""
+        assert self.consumer is not None
+        offsets = {tp: o for tp, o in self.offsets.committable().items() if tp in self.consumer.assignment()}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:  # rebalance or broker outage: the records are redelivered, never lost
+            log.warning("commit failed (%s); will retry", exc)
+            return
+        self.offsets.mark_committed(offsets)
+        self.telemetry.metrics.commits.inc()
+
+    async def drain(self, tps: Sequence[TopicPartition]) -> None:
+        """Finish the records in flight on ``tps`` and commit them (on revoke and on shutdown)."""
+        pending = [t for tp in tps for t in self._tasks.get(tp, ())]
+        if pending:
+            await asyncio.wait(pending)
+        with contextlib.suppress(KafkaError):
+            await self.commit()
+        self.offsets.forget(tps)
+        for tp in tps:
+            self._tasks.pop(tp, None)

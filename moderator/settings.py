@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from moderator.batching.config import BatchingConfig
+
 
 class Settings(BaseSettings):
     """Service configuration. Every field maps to MODERATOR_<FIELD_NAME>."""
@@ -44,6 +46,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(20.0, ge=0)
     adaptive_wait: bool = Field(True, description="Close a model batch before max_wait_ms when, at the current "
                                                   "arrival rate, no further post would join it in time.")
+    preferred_batch_sizes: tuple[int, ...] = Field(
+        (), description="Batch sizes the model runs best at (e.g. captured CUDA graphs); empty: any size.")
     # Backpressure: posts consumed but not yet committed before partitions are paused.
     max_in_flight: int = Field(512, ge=1)
     fetch_max_records: int = Field(256, ge=1)
@@ -84,3 +88,9 @@ class Settings(BaseSettings):
     review_session_ttl_s: int = Field(8 * 3600, ge=60)
     review_secure_cookies: bool = Field(False, description="Mark session cookies Secure (serve over HTTPS).")
     review_audit_max: int = Field(100_000, ge=100, description="Audit log entries kept (oldest trimmed).")
+
+    @property
+    def batching(self) -> BatchingConfig:
+        """The classifier's batching block (MODERATOR_MAX_BATCH, _MAX_WAIT_MS, _ADAPTIVE_WAIT, _PREFERRED_BATCH_SIZES)."""
+        return BatchingConfig(max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, adaptive=self.adaptive_wait,
+                              preferred_sizes=self.preferred_batch_sizes)

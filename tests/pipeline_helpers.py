@@ -11,8 +11,7 @@ from aiokafka.structs import ConsumerRecord
 from moderator.broker import ensure_topics
 from moderator.client import read_topic
 from moderator.model.base import Classifier, ModelInfo, ModelInput
-from moderator.runner import build_service, running
-from moderator.service import ModerationService
+from moderator.service import ModerationService, build_service, running
 from moderator.settings import Settings
 
 

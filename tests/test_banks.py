@@ -175,4 +175,4 @@ async def test_near_duplicate_of_banked_image_is_blocked_without_a_model_call(se
     # Only the control post reached the model: the banked copy was decided before scoring.
     assert len(classifier.seen) == 1 and classifier.seen[0].image is not None
     assert classifier.seen[0].image.size == Image.open(io.BytesIO(control)).size
-    assert service.model_batcher.stats.items == 1 and service.stats.decisions["bank"] == 1
+    assert service.pipeline.infer.batcher.stats.items == 1 and service.counts.decisions["bank"] == 1

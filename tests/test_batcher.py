@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from moderator.batching import MicroBatcher
+from moderator.batching import BatcherClosed, BatchingConfig, MicroBatcher
 
 
 class CountingModel:
@@ -110,3 +110,35 @@ async def test_adaptive_wait_still_gathers_a_steady_stream_into_batches() -> Non
     await batcher.close()
     assert sum(model.calls) == 40
     assert max(model.calls) >= 8, model.calls
+
+
+async def test_close_fails_every_waiter_of_the_running_and_the_queued_batches() -> None:
+    started = asyncio.Event()
+
+    async def stuck(items: Sequence[int]) -> list[int]:
+        started.set()
+        await asyncio.Event().wait()  # never returns: the batch is running when close() comes
+        return list(items)
+
+    batcher = MicroBatcher(stuck, max_batch=2, max_wait_ms=0)
+    waiters = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
+    await started.wait()
+    await batcher.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 5)
+    assert all(isinstance(r, BatcherClosed) for r in results), results
+    with pytest.raises(BatcherClosed):
+        await batcher.submit(9)
+
+
+async def test_preferred_sizes_cut_a_batch_and_the_rest_lead_the_next() -> None:
+    model = CountingModel()
+    batcher = MicroBatcher.from_config(model, BatchingConfig(max_batch=8, max_wait_ms=300, preferred_sizes=(4,)))
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+    await batcher.close()
+    assert results == [i * 2 for i in range(8)]
+    assert model.calls == [4, 4], "a full batch of 8 is cut to the preferred 4; the other 4 form the next"
+
+
+def test_preferred_sizes_must_fit_max_batch() -> None:
+    with pytest.raises(ValueError, match="preferred_sizes"):
+        BatchingConfig(max_batch=4, preferred_sizes=(8,))

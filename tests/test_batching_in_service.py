@@ -28,7 +28,7 @@ async def _latencies_at_low_load(settings: Settings, adaptive_wait: bool) -> lis
             await produce(settings, records_for([post]))
             await asyncio.sleep(2 * MAX_WAIT_MS / 1000)
         records = await collect(settings, settings.output_topic, len(posts))
-        sizes = list(service.model_batcher.stats.sizes)
+        sizes = list(service.pipeline.infer.batcher.stats.sizes)
     assert sizes == [1, 1, 1, 1]
     by_id = {d.post_id: d for d in (Decision.model_validate_json(r.value) for r in records)}
     return [by_id[str(p["post_id"])].latency_ms for p in posts]

@@ -78,8 +78,8 @@ async def test_every_post_gets_one_decision_bad_ones_dead_letter_and_repeats_hit
         assert base64.b64decode(letter.payload_b64) in {m.record[1] for m in malformed}
 
     model_scored = sum(1 for d in decisions if d.source == "model")
-    assert service.model_batcher.stats.batches < model_scored, "posts consumed together share forward passes"
-    assert max(service.model_batcher.stats.sizes) <= settings.max_batch
+    assert service.pipeline.infer.batcher.stats.batches < model_scored, "posts consumed together share forward passes"
+    assert max(service.pipeline.infer.batcher.stats.sizes) <= settings.max_batch
 
     committed, log_end = await committed_and_log_offsets(settings, len(originals) + len(malformed) + len(duplicates))
     assert committed == log_end, "committed offsets cover everything consumed"

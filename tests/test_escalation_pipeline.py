@@ -15,10 +15,11 @@ from moderator.decisions.schema import Decision
 from moderator.ingest.schema import Post
 from moderator.ingest.validate import IngestLimits, ValidPost
 from moderator.model.base import ModelInfo
-from moderator.model.escalation import Verdict as VlmVerdict
+from moderator.model.escalation import VlmAnswer
 from moderator.model.tiny import build_tiny_vlm
+from moderator.pipeline.escalation import EscalationTier
 from moderator.policy.engine import evaluate
-from moderator.policy.escalation import EscalationTier, adjust, escalated_categories
+from moderator.policy.escalation import adjust, escalated_categories
 from moderator.policy.loader import PolicyError, load_candidate, load_policy_set, parse_policy
 from moderator.policy.schema import Action, Policy
 from moderator.samples import records_for
@@ -29,9 +30,9 @@ from tests.pipeline_helpers import collect, running_service
 EXAMPLE = ROOT / "docs" / "policy-examples" / "escalation.yaml"
 SHIPPED = (ROOT / "policies" / "default.yaml").read_text(encoding="utf-8")
 QUIET = {"nudity": 0.1, "violence": 0.1, "drugs": 0.1, "scam": 0.1, "hate": 0.1}
-UNSAFE = VlmVerdict(True, ("scam",), "unsafe\nS4")
-SAFE = VlmVerdict(False, (), "safe")
-GARBAGE = VlmVerdict(None, (), "\ufffd[lA;")
+UNSAFE = VlmAnswer(True, ("scam",), "unsafe\nS4")
+SAFE = VlmAnswer(False, (), "safe")
+GARBAGE = VlmAnswer(None, (), "\ufffd[lA;")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def with_block(block: str) -> str:
 # ----- the adjustment: verdict + policy -> action --------------------------------------------------
 
 
-def decide(policy: Policy, scores: dict[str, float], assessed: VlmVerdict | None) -> tuple[Action, Action, str]:
+def decide(policy: Policy, scores: dict[str, float], assessed: VlmAnswer | None) -> tuple[Action, Action, str]:
     """The policy's action, the action after escalation, and the escalation reason's label."""
     before = evaluate(policy, scores)
     banded = escalated_categories(policy, scores)
@@ -101,7 +102,7 @@ def test_safe_clears_only_what_the_escalated_rules_flagged(marketplace: Policy) 
 
 
 @pytest.mark.parametrize("assessed", [GARBAGE, None])
-def test_no_verdict_never_loosens(marketplace: Policy, assessed: VlmVerdict | None) -> None:
+def test_no_verdict_never_loosens(marketplace: Policy, assessed: VlmAnswer | None) -> None:
     assert decide(marketplace, {**QUIET, "scam": 0.7}, assessed) == (Action.REVIEW, Action.REVIEW,
                                                                       "escalation: no verdict")
 
@@ -230,9 +231,9 @@ async def test_pipeline_escalates_in_band_posts_in_batches_and_reuses_cached_ver
                 assert ("escalation_vlm" in decision.model.components) is (post_id in in_band)
                 if label == "escalation: no verdict":  # what a random VLM answers: the policy's action stands
                     assert decision.action is evaluate(policy, decision.scores).action
-            batcher = service.escalation.batcher("default")
+            batcher = service.pipeline.decide.escalation.batcher("default")
             assert batcher is not None
-            assert service.escalation.stats.assessed == batcher.stats.items == len(in_band)
+            assert service.pipeline.decide.escalation.stats.assessed == batcher.stats.items == len(in_band)
             assert max(batcher.stats.sizes) > 1 and max(batcher.stats.sizes) <= 4  # batched, within max_batch
 
             # What a VLM would have answered for two of them, written where the service keeps verdicts.
@@ -247,8 +248,8 @@ async def test_pipeline_escalates_in_band_posts_in_batches_and_reuses_cached_ver
 
             await produce(settings, records_for(posts("b")))
             both = await decisions(settings, 2 * len(TEXTS))
-            assert service.escalation.stats.assessed == len(in_band)  # reposts never reached the VLM
-            assert service.escalation.stats.cache_hits == len(in_band)
+            assert service.pipeline.decide.escalation.stats.assessed == len(in_band)  # reposts never reached the VLM
+            assert service.pipeline.decide.escalation.stats.cache_hits == len(in_band)
         for i, old in first.items():
             new = both[i.replace("a-", "b-")]
             if i == unsafe_id:

@@ -89,7 +89,7 @@ async def test_redis_outage_mid_stream_loses_no_post_and_cache_recovers(
         await collect(settings, settings.output_topic, 150, timeout_s=90)
         own_redis.start()
         ids = await decided_ids(settings, {str(p["post_id"]) for p in posts}, timeout_s=90)
-        errors_during_outage = service.stats.cache_errors
+        errors_during_outage = service.counts.cache_errors
         # New content scored after Redis is back is cached again: its repost is a cache hit.
         fresh = {"post_id": "redis-fresh", "user_id": "u", "text": "scored after the outage"}
         await produce(settings, [post_record(fresh)])
@@ -176,7 +176,7 @@ async def test_rebalance_to_a_second_instance_loses_nothing_and_decides_each_pos
         async with running_service(settings) as second:
             ids = await decided_ids(settings, {str(p["post_id"]) for p in posts}, timeout_s=120)
             await asyncio.sleep(1.0)
-            both_worked = first.stats.consumed > 0 and second.stats.consumed > 0
+            both_worked = first.counts.consumed > 0 and second.counts.consumed > 0
     everything = [r.key.decode() async for r in read_topic(settings, settings.output_topic, timeout_s=10, idle_s=1.0)]
     assert set(ids) == {p["post_id"] for p in posts}
     assert both_worked, "the group rebalanced partitions onto the second instance"
@@ -193,8 +193,8 @@ async def test_without_redis_configured_every_post_is_decided_and_nothing_waits_
     async with running_service(settings) as service:
         await produce(settings, records_for(posts + twins))
         decisions = await collect(settings, settings.output_topic, len(posts) + len(twins))
-        stats = service.stats
+        stats = service.counts
     assert {r.key.decode() for r in decisions} == {str(p["post_id"]) for p in posts + twins}
-    assert stats.cache_errors == 0 and service.cache is None
+    assert stats.cache_errors == 0 and service.pipeline.scores.cache is None
     assert stats.decisions["model"] + stats.decisions["cache"] == len(posts) + len(twins)
-    assert not service._in_flight_scores, "nothing is left waiting for a cache write that will never happen"
+    assert service.pipeline.scores.in_flight == 0, "nothing is left waiting for a cache write that will never happen"

@@ -76,7 +76,7 @@ async def test_metrics_report_lag_batch_sizes_and_cache_hits_after_a_run(setting
         done.set()
         await watcher
         final = _parse((await client.get(f"{url}/metrics")).text)
-        batches = service.model_batcher.stats
+        batches = service.pipeline.infer.batcher.stats
 
     per_partition = Counter(r.partition for r in await collect(settings, settings.input_topic, len(posts) + 3))
     lag = {dict(labels)["partition"]: value for labels, value in _series(final, "moderator_consumer_lag").items()}

@@ -14,10 +14,11 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from moderator.cli import build_app
+from moderator.pipeline.recording import ScoreLog, log_key
 from moderator.policy.backtest import parse_since
 from moderator.policy.engine import evaluate
 from moderator.policy.loader import load_policy
-from moderator.policy.recording import ScoreLog, ScoreRecord, log_key
+from moderator.policy.recording import ScoreRecord
 from moderator.policy.schema import Action
 from moderator.samples import b64, render_image
 from tests.conftest import ROOT, Servers

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from moderator.client import produce
 from moderator.decisions.schema import Decision
-from moderator.policy.recording import ScoreLog, log_key
+from moderator.pipeline.recording import ScoreLog, log_key
 from moderator.policy.shadow import ShadowDisagreement
 from moderator.samples import records_for, sample_posts
 from moderator.settings import Settings
@@ -105,9 +105,9 @@ async def test_policy_edits_reload_live_and_invalid_edits_keep_the_last_good_ver
             assert [(r.rule, r.category, r.label) for r in decision.reasons] == [
                 ("ads-review", "metadata:surface", "ads are reviewed")]
         # The shadow candidate would have blocked every feed post: counted and published, not acted on.
-        counts = service.policy_runtime.shadow.counts["candidate"]
+        counts = service.pipeline.observe.shadow.counts["candidate"]
         assert (counts.evaluated, counts.disagreed, counts.transitions) == (6, 6, {"allow->block": 6})
-        metric = service.policy_runtime.registry.get_sample_value(
+        metric = service.telemetry.metrics.registry.get_sample_value(
             "moderator_shadow_disagreements_total", {"shadow": "candidate", "live_action": "allow",
                                                      "shadow_action": "block"})
         assert metric == 6
@@ -134,9 +134,9 @@ async def test_policy_edits_reload_live_and_invalid_edits_keep_the_last_good_ver
         # v3 is invalid: rejected with file:line:field, v2 keeps serving.
         invalid = default_policy("3", "1.5")
         default_file.write_text(invalid, encoding="utf-8")
-        await until(lambda: service.policy_runtime.reloader.rejected >= 1, "the invalid edit to be rejected")
+        await until(lambda: service.reloader.rejected >= 1, "the invalid edit to be rejected")
         line = next(i for i, text in enumerate(invalid.splitlines(), 1) if "threshold: 1.5" in text)
-        error = service.policy_runtime.reloader.last_error or ""
+        error = service.reloader.last_error or ""
         assert error.startswith(f"{default_file}:{line}: rules[0].threshold: "), error
         later = feed_posts(3, seed=7, prefix="later")
         await produce(settings, records_for(later))

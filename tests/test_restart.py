@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from moderator.client import produce, read_topic
-from moderator.runner import build_service, run_service
 from moderator.samples import records_for, sample_posts
+from moderator.service import build_service, run_service
 from moderator.settings import Settings
 from tests.pipeline_helpers import collect, decided_ids, running_service
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from moderator.banks.schema import BankEntry, BankInfo, BankKind, normalise_hash
+from moderator.keys import BANKS, Keyspace
 
 
 class BankError(ValueError):
@@ -20,20 +21,21 @@ class BankError(ValueError):
 class BankStore:
     """Create banks and add, remove and list their entries."""
 
-    def __init__(self, redis: Redis, namespace: str = "moderator:banks") -> None:
+    def __init__(self, redis: Redis, namespace: str = BANKS.prefix) -> None:
         self.redis = redis
         self.namespace = namespace
+        self._keys = Keyspace(namespace)
 
     @property
     def _infos(self) -> str:
-        return f"{self.namespace}:info"
+        return self._keys.key("info")
 
     @property
     def _versions(self) -> str:
-        return f"{self.namespace}:versions"
+        return self._keys.key("versions")
 
     def _entries(self, name: str) -> str:
-        return f"{self.namespace}:entries:{name}"
+        return self._keys.key("entries", name)
 
     async def create(self, name: str, kind: BankKind, description: str = "") -> BankInfo:
         """Create a bank, or return the existing one when it has the same kind."""

@@ -1,5 +1,6 @@
 """Micro-batching: callers submit one item, the batch function sees lists."""
 
-from moderator.batching.batcher import BatchStats, MicroBatcher
+from moderator.batching.batcher import BatcherClosed, BatchStats, MicroBatcher
+from moderator.batching.config import BatchingConfig
 
-__all__ = ["BatchStats", "MicroBatcher"]
+__all__ = ["BatchStats", "BatcherClosed", "BatchingConfig", "MicroBatcher"]

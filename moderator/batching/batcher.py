@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -21,7 +22,13 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+from moderator.batching.config import BatchingConfig
+
 BatchFn = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher was closed before this item's batch ran."""
 
 
 @dataclass
@@ -46,23 +53,36 @@ class MicroBatcher(Generic[T, R]):
     ``fn`` itself fails every item of that batch.
     """
 
-    def __init__(self, fn: BatchFn[T, R], max_batch: int, max_wait_ms: float,
-                 on_batch: Callable[[int, float], None] | None = None, adaptive_wait: bool = False) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
+    def __init__(self, fn: BatchFn[T, R], max_batch: int, max_wait_ms: float, adaptive_wait: bool = False,
+                 preferred_sizes: Sequence[int] = ()) -> None:
         self._fn = fn
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_ms / 1000.0
-        self._on_batch = on_batch
-        self.adaptive_wait = adaptive_wait
+        self.configure(BatchingConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, adaptive=adaptive_wait,
+                                      preferred_sizes=tuple(preferred_sizes)))
         self._last_arrival: float | None = None
         self._mean_gap_s: float | None = None
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self._carry: deque[tuple[T, asyncio.Future[R]]] = deque()  # cut off a batch by a preferred size
+        self._running: list[tuple[T, asyncio.Future[R]]] = []
         self._worker: asyncio.Task[None] | None = None
+        self._closed = False
         self.stats = BatchStats()
+
+    @classmethod
+    def from_config(cls, fn: BatchFn[T, R], config: BatchingConfig) -> MicroBatcher[T, R]:
+        """A batcher shaped by one batching block."""
+        return cls(fn, config.max_batch, config.max_wait_ms, config.adaptive, config.preferred_sizes)
+
+    def configure(self, config: BatchingConfig) -> None:
+        """Apply a (possibly edited) batching block; batches forming from now on follow it."""
+        self.config = config
+        self.max_batch = config.max_batch
+        self.max_wait_s = config.max_wait_ms / 1000.0
+        self.adaptive_wait = config.adaptive
 
     async def submit(self, item: T) -> R:
         """Queue one item and wait for its result."""
+        if self._closed:
+            raise BatcherClosed("the batcher is closed")
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="micro-batcher")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -86,57 +106,81 @@ class MicroBatcher(Generic[T, R]):
             return False  # no rate known yet (the first item): wait as a fixed batcher would
         return self._last_arrival + self._mean_gap_s > deadline
 
+    async def _next(self, timeout: float | None = None) -> tuple[T, asyncio.Future[R]]:
+        if self._carry:
+            return self._carry.popleft()
+        if timeout is None:
+            return await self._queue.get()
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
     async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
-        batch = [await self._queue.get()]
+        batch = [await self._next()]
         deadline = asyncio.get_running_loop().time() + self.max_wait_s
         while len(batch) < self.max_batch:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if self._carry or not self._queue.empty():
+                batch.append(await self._next())
                 continue
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self._none_expected_before(deadline):
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                batch.append(await self._next(remaining))
             except TimeoutError:
                 break
-        return batch
+        return self._cut(batch)
+
+    def _cut(self, batch: list[tuple[T, asyncio.Future[R]]]) -> list[tuple[T, asyncio.Future[R]]]:
+        """Cut the batch to the largest preferred size it reaches; the rest lead the next batch."""
+        fitting = [size for size in self.config.preferred_sizes if size <= len(batch)]
+        if not fitting:
+            return batch
+        keep = max(fitting)
+        self._carry.extendleft(reversed(batch[keep:]))
+        return batch[:keep]
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            live = [(item, fut) for item, fut in batch if not fut.cancelled()]
-            if not live:
+            self._running = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            if self._running:
+                await self._call(self._running)
+            self._running = []
+
+    async def _call(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
+        self.stats.record(len(live))
+        try:
+            results = await self._fn([item for item, _ in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
+        except Exception as exc:  # noqa: BLE001 - delivered to every caller of this batch
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), result in zip(live, results, strict=True):
+            if fut.done():
                 continue
-            self.stats.record(len(live))
-            started = loop.time()
-            try:
-                results = await self._fn([item for item, _ in live])
-                if len(results) != len(live):
-                    raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
-            except Exception as exc:  # noqa: BLE001 - delivered to every caller of this batch
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            if self._on_batch is not None:
-                self._on_batch(len(live), loop.time() - started)
-            for (_, fut), result in zip(live, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
 
     async def close(self) -> None:
-        """Stop the worker; items still queued fail with CancelledError."""
+        """Stop the worker; every waiter gets its result or ``BatcherClosed``, none is left hanging.
+
+        Items still queued fail with ``BatcherClosed``; so do those of a batch that was running,
+        since its batch function is cancelled with the worker. Later submits fail at once.
+        """
+        self._closed = True
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        pending = [*self._running, *self._carry]
         while not self._queue.empty():
-            _, fut = self._queue.get_nowait()
-            fut.cancel()
+            pending.append(self._queue.get_nowait())
+        self._running, self._carry = [], deque()
+        for _, fut in pending:
+            if not fut.done():
+                fut.set_exception(BatcherClosed("the batcher closed before this item was scored"))

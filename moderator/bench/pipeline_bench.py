@@ -21,9 +21,8 @@ from moderator.ingest.validate import IngestLimits, validate_record
 from moderator.model.base import Classifier
 from moderator.policy.engine import evaluate
 from moderator.policy.store import PolicyStore
-from moderator.runner import connect_redis, running
 from moderator.samples import records_for
-from moderator.service import ModerationService
+from moderator.service import ModerationService, connect_redis, running
 from moderator.settings import Settings
 
 
@@ -84,13 +83,13 @@ async def bench_pipeline(settings: Settings, classifier: Classifier, policies: P
     components = getattr(classifier, "stage_times", None)
     before = dict(components.seconds) if components is not None else {}
     service, stamps = await _run_service_over(settings, classifier, policies, len(posts))
-    sizes = service.model_batcher.stats.sizes
-    stages = dict(service.stats.stages.seconds)
+    sizes = service.pipeline.infer.batcher.stats.sizes
+    stages = dict(service.telemetry.times.seconds)
     if components is not None:  # the classifier's own breakdown of the "model" stage
         stages |= {k: v - before.get(k, 0.0) for k, v in components.seconds.items()}
     return RunResult(
         scenario="pipeline", max_batch=max_batch, max_wait_ms=max_wait_ms, posts=len(posts),
-        posts_per_s=_throughput(service.stats.first_consumed_at, [t for _, t in stamps]), mean_batch=sum(sizes) / max(1, len(sizes)),
+        posts_per_s=_throughput(service.counts.first_consumed_at, [t for _, t in stamps]), mean_batch=sum(sizes) / max(1, len(sizes)),
         stage_ms_per_post={k: round(1000 * v / len(posts), 3) for k, v in sorted(stages.items())},
     )
 
@@ -124,7 +123,7 @@ async def bench_latency(settings: Settings, classifier: Classifier, policies: Po
     measured = [r for r in decisions if r.key.decode() != str(posts[0]["post_id"])]
     end_to_end = [r.timestamp - produced[r.key.decode()] for r in measured]
     in_service = [float(orjson.loads(r.value)["latency_ms"]) for r in measured]
-    sizes = service.model_batcher.stats.sizes[1:]
+    sizes = service.pipeline.infer.batcher.stats.sizes[1:]
     return RunResult(scenario="latency", max_batch=max_batch, max_wait_ms=max_wait_ms, adaptive_wait=adaptive_wait,
                      posts=len(measured), posts_per_s=rate_per_s, mean_batch=sum(sizes) / max(1, len(sizes)),
                      latency_ms=_percentiles(end_to_end), service_latency_ms=_percentiles(in_service))
@@ -176,8 +175,8 @@ async def bench_cache(settings: Settings, classifier: Classifier, policies: Poli
     stream = reposts([scored_posts[i % len(scored_posts)] for i in range(count)], "repost")
     await produce(settings, records_for(stream))
     service, stamps = await _run_service_over(settings, classifier, policies, len(stream))
-    if service.stats.decisions["model"]:
+    if service.counts.decisions["model"]:
         raise RuntimeError("cache benchmark reached the model: the originals were not scored first")
-    return RunResult(scenario="cache", posts=len(stream), posts_per_s=_throughput(service.stats.first_consumed_at, [t for _, t in stamps]),
+    return RunResult(scenario="cache", posts=len(stream), posts_per_s=_throughput(service.counts.first_consumed_at, [t for _, t in stamps]),
                      stage_ms_per_post={k: round(1000 * v / len(stream), 3)
-                                        for k, v in sorted(service.stats.stages.seconds.items())})
+                                        for k, v in sorted(service.telemetry.times.seconds.items())})

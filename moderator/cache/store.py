@@ -11,20 +11,22 @@ from collections.abc import Mapping, Sequence
 import orjson
 from redis.asyncio import Redis
 
+from moderator.keys import SCORES, Keyspace
+
 Scores = dict[str, float]
 
 
 class ScoreCache:
     """Batched get/set of per-post scores in Redis."""
 
-    def __init__(self, redis: Redis, ttl_s: int, namespace: str = "moderator:scores") -> None:
+    def __init__(self, redis: Redis, ttl_s: int, keys: Keyspace = SCORES) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
-        self.namespace = namespace
+        self.keys = keys
 
     def key(self, model_version: str, content_hash: str) -> str:
         """The Redis key of one post's scores under one model version."""
-        return f"{self.namespace}:{model_version}:{content_hash}"
+        return self.keys.key(model_version, content_hash)
 
     async def get_many(self, model_version: str, hashes: Sequence[str]) -> list[Scores | None]:
         """One MGET for a batch of lookups; ``None`` where not cached."""

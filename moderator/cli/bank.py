@@ -23,7 +23,7 @@ NameArgument = Annotated[str, typer.Argument(help="Bank name (policies refer to 
 
 def _run(operation: Callable[[BankStore], Awaitable[T]]) -> T:
     """Run one operation against the configured Redis; BankError becomes a clean exit code 1."""
-    from moderator.runner import connect_redis
+    from moderator.service import connect_redis
 
     async def go() -> T:
         redis = connect_redis(Settings())

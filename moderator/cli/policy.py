@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from moderator.policy.engine import Verdict
+from moderator.policy.engine import PolicyVerdict
 from moderator.settings import Settings
 
 console = Console()
@@ -87,7 +87,7 @@ async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> l
     from moderator.ingest.validate import IngestLimits, ValidPost, validate_record
     from moderator.policy.engine import bank_verdict, evaluate
     from moderator.policy.loader import load_candidate
-    from moderator.runner import connect_redis
+    from moderator.service import connect_redis
 
     policy_set, policy = load_candidate(policy_file, settings.policy_dir)
     limits = IngestLimits.from_settings(settings)
@@ -109,7 +109,7 @@ async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> l
             if banks is not None and post.image_bytes is not None:
                 matches = await banks.match(post.image_bytes, sha256_hex(post.image_bytes), policy.bank_limits,
                                             lambda b: decode_image(b, limits.image))
-            verdict: Verdict | None = bank_verdict(policy, post.post.metadata, matches)
+            verdict: PolicyVerdict | None = bank_verdict(policy, post.post.metadata, matches)
             if verdict is not None:
                 row.update(_verdict_row(verdict), source="bank", scores={})
             elif given is not None:
@@ -132,7 +132,7 @@ async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> l
     return rows
 
 
-def _verdict_row(verdict: Verdict) -> dict[str, Any]:
+def _verdict_row(verdict: PolicyVerdict) -> dict[str, Any]:
     deciding = verdict.deciding
     return {"action": verdict.action.value, "rule": deciding.rule if deciding else "(default action)",
             "label": deciding.label if deciding else None,
@@ -179,9 +179,9 @@ def test(
 
 
 async def _recorded(settings: Settings, since: str, until: str | None, group: str | None) -> list[Any]:
+    from moderator.pipeline.recording import ScoreLog, log_key
     from moderator.policy.backtest import parse_since
-    from moderator.policy.recording import ScoreLog, log_key
-    from moderator.runner import connect_redis
+    from moderator.service import connect_redis
 
     redis = connect_redis(settings)
     if redis is None:
@@ -209,9 +209,9 @@ def backtest(
     as_json: JsonOption = False,
 ) -> None:
     """Replay recorded scores under a candidate policy: how many actions change, by category, with examples."""
+    from moderator.pipeline.recording import read_jsonl
     from moderator.policy.backtest import backtest as run_backtest
     from moderator.policy.loader import PolicyError, load_candidate
-    from moderator.policy.recording import read_jsonl
 
     settings = Settings()
     try:

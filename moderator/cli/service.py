@@ -26,7 +26,7 @@ def serve(
     log_level: str = typer.Option("INFO", help="Python logging level."),
 ) -> None:
     """Run the service against the configured Kafka and Redis (MODERATOR_* settings)."""
-    from moderator.runner import build_service, run_service
+    from moderator.service import build_service, run_service
     from moderator.telemetry.logs import configure_logging
 
     settings = Settings()

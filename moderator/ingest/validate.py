@@ -57,6 +57,16 @@ class ValidPost:
     image_bytes: bytes | None
     content_hash: str
 
+    @property
+    def post_id(self) -> str:
+        """The post's id."""
+        return self.post.post_id
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The post's metadata (what policies select and match on)."""
+        return self.post.metadata
+
     async def model_input(self, limits: IngestLimits) -> ModelInput:
         """Decode the image on a worker thread (bounded, hostile-input safe) and pair it with the text.
 

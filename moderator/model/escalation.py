@@ -30,7 +30,7 @@ _MAX_POST_CHARS = 2000
 
 
 @dataclass(frozen=True)
-class Verdict:
+class VlmAnswer:
     """A parsed answer. ``unsafe`` is None when the answer could not be read."""
 
     unsafe: bool | None
@@ -87,7 +87,7 @@ def _categories_in(text: str, spec: HeadSpec) -> tuple[str, ...]:
     return tuple(found)
 
 
-def parse_verdict(output: str, spec: HeadSpec) -> Verdict:
+def parse_verdict(output: str, spec: HeadSpec) -> VlmAnswer:
     """Read ``safe``/``unsafe`` and the violated categories from a model's answer.
 
     Accepts the plain two-line format, any case and surrounding chatter, category names or
@@ -106,13 +106,13 @@ def parse_verdict(output: str, spec: HeadSpec) -> Verdict:
             return _from_json(payload, spec, raw)
     first = re.search(r"\b(unsafe|safe)\b", text, flags=re.IGNORECASE)
     if first is None:
-        return Verdict(None, (), raw)
+        return VlmAnswer(None, (), raw)
     unsafe = first.group(1).lower() == "unsafe"
     categories = _categories_in(text[first.end() :], spec) if unsafe else ()
-    return Verdict(unsafe, categories, raw)
+    return VlmAnswer(unsafe, categories, raw)
 
 
-def _from_json(payload: Mapping[str, object], spec: HeadSpec, raw: str) -> Verdict:
+def _from_json(payload: Mapping[str, object], spec: HeadSpec, raw: str) -> VlmAnswer:
     verdict = payload.get("verdict", payload.get("rating", payload.get("assessment")))
     if isinstance(verdict, str) and verdict.strip().lower() in {"safe", "unsafe"}:
         unsafe: bool | None = verdict.strip().lower() == "unsafe"
@@ -121,10 +121,10 @@ def _from_json(payload: Mapping[str, object], spec: HeadSpec, raw: str) -> Verdi
     elif isinstance(payload.get("safe"), bool):
         unsafe = not payload["safe"]
     else:
-        return Verdict(None, (), raw)
+        return VlmAnswer(None, (), raw)
     listed = payload.get("categories", payload.get("violated_categories", []))
     text = " ".join(str(c) for c in listed) if isinstance(listed, list) else str(listed)
-    return Verdict(unsafe, _categories_in(text, spec) if unsafe else (), raw)
+    return VlmAnswer(unsafe, _categories_in(text, spec) if unsafe else (), raw)
 
 
 def in_uncertainty_band(scores: Mapping[str, float], low: float, high: float) -> list[str]:
@@ -172,7 +172,7 @@ class VlmEscalator:
         out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    def assess(self, items: Sequence[ModelInput]) -> list[Verdict]:
+    def assess(self, items: Sequence[ModelInput]) -> list[VlmAnswer]:
         """One verdict per post, in order. Posts with and without images run as separate batches."""
         answers: dict[int, str] = {}
         for with_image in (True, False):

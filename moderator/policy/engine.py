@@ -45,7 +45,7 @@ class Reason(BaseModel):
     bank: BankMatch | None = None
 
 
-class Verdict(BaseModel):
+class PolicyVerdict(BaseModel):
     """The policy's answer for one post."""
 
     action: Action
@@ -151,7 +151,7 @@ def holds(condition: Condition, scores: Mapping[str, float], metadata: Mapping[s
 
 
 def evaluate(policy: Policy, scores: Mapping[str, float], metadata: Mapping[str, Any] | None = None,
-             matches: Sequence[BankMatch] = ()) -> Verdict:
+             matches: Sequence[BankMatch] = ()) -> PolicyVerdict:
     """Apply the rules in order; the most severe fired action wins (else the policy's default)."""
     reasons: list[Reason] = []
     for rule in policy.rules:
@@ -164,10 +164,10 @@ def evaluate(policy: Policy, scores: Mapping[str, float], metadata: Mapping[str,
         if rule.stop:
             break
     action = max((r.action for r in reasons), key=lambda a: a.severity, default=policy.default_action)
-    return Verdict(action=action, reasons=reasons)
+    return PolicyVerdict(action=action, reasons=reasons)
 
 
-def bank_verdict(policy: Policy, metadata: Mapping[str, Any], matches: Sequence[BankMatch]) -> Verdict | None:
+def bank_verdict(policy: Policy, metadata: Mapping[str, Any], matches: Sequence[BankMatch]) -> PolicyVerdict | None:
     """The verdict when a bank rule fires before any score is known (the model is then skipped), else None."""
     if not matches:
         return None

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from moderator.banks.schema import BankMatch
-from moderator.policy.engine import Verdict, evaluate
+from moderator.policy.engine import PolicyVerdict, evaluate
 from moderator.policy.schema import Action, Policy
 
 
@@ -42,7 +42,7 @@ class ShadowCounts:
     transitions: dict[str, int] = field(default_factory=dict)
 
 
-def outcome(policy: Policy, verdict: Verdict) -> PolicyOutcome:
+def outcome(policy: Policy, verdict: PolicyVerdict) -> PolicyOutcome:
     """A policy's verdict in short."""
     deciding = verdict.deciding
     return PolicyOutcome(name=policy.name, version=policy.version, action=verdict.action,
@@ -55,7 +55,7 @@ class ShadowMonitor:
     def __init__(self) -> None:
         self.counts: dict[str, ShadowCounts] = {}
 
-    def compare(self, shadows: Sequence[Policy], live: Policy, verdict: Verdict, post_id: str,
+    def compare(self, shadows: Sequence[Policy], live: Policy, verdict: PolicyVerdict, post_id: str,
                 scores: Mapping[str, float], metadata: Mapping[str, Any],
                 matches: Sequence[BankMatch]) -> list[ShadowDisagreement]:
         """Evaluate each shadow on the inputs the live policy saw; return the disagreements."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PREFIX = "moderator:review:"
+from moderator.keys import REVIEW
+
+PREFIX = f"{REVIEW.prefix}:"  # the scripts append names to it
 
 
 @dataclass(frozen=True)

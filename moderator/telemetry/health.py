@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
@@ -10,9 +11,19 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from moderator.model.base import Classifier
-
 CHECK_TIMEOUT_S = 2.0
+
+
+class _Info(Protocol):
+    name: str
+    version: str
+
+
+class Model(Protocol):
+    """What readiness needs of a classifier (a protocol, so telemetry never imports the model package)."""
+
+    @property
+    def info(self) -> _Info: ...
 
 
 class Check(BaseModel):
@@ -50,7 +61,7 @@ async def _redis(redis: Redis | None) -> Check:
 
 
 async def check_readiness(consumer: AIOKafkaConsumer | None, redis: Redis | None,
-                          classifier: Classifier | None, stopping: bool) -> Readiness:
+                          classifier: Model | None, stopping: bool) -> Readiness:
     """Check every dependency; ``consumer`` is None until it has started (joined its group)."""
     model = (Check(ok=True, detail=f"{classifier.info.name} {classifier.info.version}") if classifier is not None
              else Check(ok=False, detail="not loaded"))

@@ -8,13 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import IllegalStateError, KafkaError
-from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-from moderator.decisions.schema import Decision
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -45,6 +43,15 @@ class ServiceMetrics:
                                         ["category", "action"], registry=r)
         self.dead_letters = Counter("moderator_dead_letters", "Records sent to the dead-letter topic.", ["reason"],
                                     registry=r)
+        self.cache_errors = Counter("moderator_cache_errors", "Redis score-cache lookups or writes that failed "
+                                    "(the post is decided without the cache).", registry=r)
+        self.shadow_disagreements = Counter(
+            "moderator_shadow_disagreements", "Posts a shadow policy would have decided differently.",
+            ["shadow", "live_action", "shadow_action"], registry=r)
+        self.commits = Counter("moderator_commits", "Offset commits acknowledged by the broker.", registry=r)
+        self.stage_seconds = Histogram("moderator_stage_seconds", "Wall time of one pipeline stage (per post, "
+                                       "or per batch for batched stages).", ["stage"], buckets=SECONDS_BUCKETS,
+                                       registry=r)
 
     def cache_lookup(self, hit: bool) -> None:
         """Count one post's cache outcome."""
@@ -55,13 +62,13 @@ class ServiceMetrics:
         self.batch_size.observe(size)
         self.model_latency.observe(seconds)
 
-    def decided(self, decision: Decision, record: ConsumerRecord) -> None:
-        """Count a published decision and its end-to-end latency."""
-        self.decisions.labels(decision.action.value, decision.source.value).inc()
-        for reason in decision.reasons:
-            self.category_actions.labels(reason.category, reason.action.value).inc()
-        if record.timestamp > 0:  # producer or log-append time, in ms; clocks may disagree slightly
-            self.end_to_end.observe(max(0.0, time.time() - record.timestamp / 1000))
+    def decided(self, action: str, source: str, fired: Iterable[tuple[str, str]], produced_at_ms: int) -> None:
+        """Count a published decision, its fired rules (category, action) and its end-to-end latency."""
+        self.decisions.labels(action, source).inc()
+        for category, rule_action in fired:
+            self.category_actions.labels(category, rule_action).inc()
+        if produced_at_ms > 0:  # producer or log-append time; clocks may disagree slightly
+            self.end_to_end.observe(max(0.0, time.time() - produced_at_ms / 1000))
 
     def dead_lettered(self, reason: str) -> None:
         """Count a dead letter."""
