@@ -22,7 +22,7 @@ async def _latencies_at_low_load(settings: Settings, adaptive_wait: bool) -> lis
     run = uuid.uuid4().hex
     posts = [{"post_id": f"low-{i}", "user_id": "u-1", "text": f"a quiet afternoon {i} of {run}"} for i in range(4)]
     async with running_service(settings) as service:
-        while not service.consumer or not service.consumer.assignment():
+        while not service.runner.consumer or not service.runner.consumer.assignment():
             await asyncio.sleep(0.05)
         for post in posts:
             await produce(settings, records_for([post]))

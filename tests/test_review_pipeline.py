@@ -38,7 +38,7 @@ async def test_posts_the_policy_sends_to_review_wait_in_its_queue(settings: Sett
     posts = [{**p, "post_id": f"{p['post_id']}-{policy}"} for p in posts]
 
     async with running_service(settings) as service:
-        assert isinstance(service.review, RedisReviewQueue), "build_service queues reviews in Redis by default"
+        assert isinstance(service.pipeline.review.sink, RedisReviewQueue), "build_service queues reviews in Redis by default"
         await produce(settings, [post_record(p) for p in posts])
         decisions = [orjson.loads(r.value) for r in await collect(settings, settings.output_topic, len(posts))]
 

@@ -109,7 +109,7 @@ async def bench_latency(settings: Settings, classifier: Classifier, policies: Po
     await producer.start()
     try:
         async with running(ModerationService(settings, classifier, policies, connect_redis(settings))) as service:
-            while not service.consumer or not service.consumer.assignment():
+            while not service.runner.consumer or not service.runner.consumer.assignment():
                 await asyncio.sleep(0.1)  # the group join is start-up, not latency
             for post in posts:
                 meta = await producer.send_and_wait(settings.input_topic, orjson.dumps(post),
