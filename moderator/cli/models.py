@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -14,6 +15,9 @@ from rich.table import Table
 
 from moderator.model.base import HeadSpec
 from moderator.settings import Settings
+
+if TYPE_CHECKING:
+    from moderator.model.evaluation import CategoryMetrics
 
 console = Console()
 # Progress lines go to stderr so that `--json` and `--markdown` output can be redirected as is.
@@ -171,52 +175,37 @@ def evaluate(
             status.print(f"[yellow]no heads for encoder {classifier.encoder_id} in {settings.heads_dir}[/yellow]")
         label = "trained " + ",".join(f"{h.name}@{h.version}" for h in trained.heads) if trained.heads else "calibrated"
         stacks[label] = trained
-    columns = [
-        "category",
-        "pos",
-        "neg",
-        "ROC-AUC",
-        "AUC image-text",
-        "P",
-        "R",
-        "F1",
-        f"thr@P{target_precision:g}",
-        "R@thr",
-    ]
     for label, stack in stacks.items():
         scores = stack.scores(encoded)
-        image_auc = image_text_auc(spec.names, examples, scores)
-        rows = [
-            [
-                m.category,
-                str(m.positives),
-                str(m.negatives),
-                _fmt(m.roc_auc),
-                _fmt(image_auc[m.category]),
-                _fmt(m.precision, 2),
-                _fmt(m.recall, 2),
-                _fmt(m.f1, 2),
-                _fmt(m.threshold_at_precision),
-                _fmt(m.recall_at_precision, 2),
-            ]
-            for m in category_metrics(
-                spec.names, scores, labels, threshold=threshold, target_precision=target_precision
-            )
-        ]
-        aucs = [float(r[3]) for r in rows if r[3] != "-"]
+        metrics = category_metrics(spec.names, scores, labels, threshold=threshold, target_precision=target_precision)
+        aucs = [m.roc_auc for m in metrics if m.roc_auc is not None]
         mean_auc = f"mean ROC-AUC {np.mean(aucs):.3f}" if aucs else ""
         title = f"{label} ({classifier.info.name}, {len(examples)} posts, P/R/F1 at {threshold:g}) {mean_auc}"
-        if markdown:
-            typer.echo(f"\n**{title}**\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
-            for row in rows:
-                typer.echo("| " + " | ".join(row) + " |")
-            continue
-        table = Table(title=title)
-        for column in columns:
-            table.add_column(column, justify="left" if column == "category" else "right")
+        _print_metrics(title, metrics, image_text_auc(spec.names, examples, scores), target_precision, markdown)
+
+
+def _print_metrics(title: str, metrics: Sequence[CategoryMetrics], image_auc: Mapping[str, float | None],
+                   target_precision: float, markdown: bool) -> None:
+    """One table row per category, as a rich table or Markdown."""
+    columns = ["category", "pos", "neg", "ROC-AUC", "AUC image-text", "P", "R", "F1", f"thr@P{target_precision:g}",
+               "R@thr"]
+    rows = [
+        [m.category, str(m.positives), str(m.negatives), _fmt(m.roc_auc), _fmt(image_auc[m.category]),
+         _fmt(m.precision, 2), _fmt(m.recall, 2), _fmt(m.f1, 2), _fmt(m.threshold_at_precision),
+         _fmt(m.recall_at_precision, 2)]
+        for m in metrics
+    ]
+    if markdown:
+        typer.echo(f"\n**{title}**\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
         for row in rows:
-            table.add_row(*row)
-        console.print(table)
+            typer.echo("| " + " | ".join(row) + " |")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -77,59 +77,45 @@ def _read_posts(path: Path) -> list[dict[str, Any]]:
 
 
 async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> list[dict[str, Any]]:
-    """Decide each post under the policy; scores from the line's ``scores`` or from the model."""
-    from moderator.banks.hashing import sha256_hex
-    from moderator.banks.matcher import BankMatcher
-    from moderator.banks.schema import BankMatch
-    from moderator.banks.store import BankStore
+    """Decide each post under the policy with the service's own pipeline stages, publishing nothing.
+
+    Scores come from the line's ``scores`` or from the model (loaded only if a post needs it); no
+    score cache and no escalation, so a dry run never changes what the service would find in Redis.
+    """
+    from moderator.decisions.schema import DecisionSource
     from moderator.ingest.errors import IngestError
-    from moderator.ingest.images import decode_image
-    from moderator.ingest.validate import IngestLimits, ValidPost, validate_record
-    from moderator.policy.engine import bank_verdict, evaluate
+    from moderator.model.loader import LoadedOnFirstUse
+    from moderator.pipeline import PostHandler
     from moderator.policy.loader import load_candidate
+    from moderator.policy.store import PolicyStore
     from moderator.service import connect_redis
+    from moderator.telemetry.instrument import Telemetry
 
     policy_set, policy = load_candidate(policy_file, settings.policy_dir)
-    limits = IngestLimits.from_settings(settings)
     redis = connect_redis(settings) if policy.bank_limits else None
-    banks = BankMatcher(BankStore(redis)) if redis is not None else None
-    rows: list[dict[str, Any]] = []
-    to_score: list[tuple[dict[str, Any], ValidPost, list[BankMatch]]] = []
-    try:
-        for data in _read_posts(posts_file):
-            given, expect = data.pop("scores", None), data.pop("expect", None)
-            row: dict[str, Any] = {"post_id": str(data.get("post_id", "?")), "expect": expect}
-            rows.append(row)
-            try:
-                post = await validate_record(orjson.dumps(data), limits)
-            except IngestError as exc:
-                row.update(action="dead-letter", rule=exc.reason.value, source="ingest")
-                continue
-            matches: list[BankMatch] = []
-            if banks is not None and post.image_bytes is not None:
-                matches = await banks.match(post.image_bytes, sha256_hex(post.image_bytes), policy.bank_limits,
-                                            lambda b: decode_image(b, limits.image))
-            verdict: PolicyVerdict | None = bank_verdict(policy, post.post.metadata, matches)
-            if verdict is not None:
-                row.update(_verdict_row(verdict), source="bank", scores={})
-            elif given is not None:
-                scores = {str(k): float(v) for k, v in given.items()}
-                verdict = evaluate(policy, scores, post.post.metadata, matches)
-                row.update(_verdict_row(verdict), source="given", scores=scores)
-            else:
-                to_score.append((row, post, matches))
-        if to_score:
-            from moderator.model.loader import load_classifier
+    handler = PostHandler.build(settings, LoadedOnFirstUse(settings, policy_set.head_spec()), PolicyStore(policy_set),
+                                redis, None, Telemetry([s.value for s in DecisionSource]), score_cache=False,
+                                escalation=False)
 
-            classifier = load_classifier(settings, policy_set.head_spec())
-            inputs = [await post.model_input(limits) for _, post, _ in to_score]
-            for (row, post, matches), scores in zip(to_score, classifier.score_batch(inputs), strict=True):
-                verdict = evaluate(policy, scores, post.post.metadata, matches)
-                row.update(_verdict_row(verdict), source="model", scores=scores)
+    async def dry_run(data: dict[str, Any]) -> dict[str, Any]:
+        given, expect = data.pop("scores", None), data.pop("expect", None)
+        row: dict[str, Any] = {"post_id": str(data.get("post_id", "?")), "expect": expect}
+        scores = {str(k): float(v) for k, v in given.items()} if given is not None else None
+        try:
+            decided = await handler.moderate(orjson.dumps(data), policy=policy, scores=scores)
+        except IngestError as exc:
+            return row | {"action": "dead-letter", "rule": exc.reason.value, "source": "ingest"}
+        source = ("bank" if decided.decision.source is DecisionSource.BANK else
+                  "given" if scores is not None else "model")
+        return row | _verdict_row(decided.verdict) | {"source": source, "scores": decided.decision.scores}
+
+    try:
+        # Concurrently, so the posts that need the model share its batches.
+        return list(await asyncio.gather(*(dry_run(data) for data in _read_posts(posts_file))))
     finally:
+        await handler.close()
         if redis is not None:
             await redis.aclose()
-    return rows
 
 
 def _verdict_row(verdict: PolicyVerdict) -> dict[str, Any]:

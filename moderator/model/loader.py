@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from moderator.model.base import HeadSpec
+from collections.abc import Sequence
+
+from moderator.model.base import HeadSpec, ModelInfo, ModelInput
 from moderator.model.scoring import HeadedClassifier
 from moderator.settings import Settings
 
@@ -16,3 +18,26 @@ def load_classifier(settings: Settings, heads: HeadSpec) -> HeadedClassifier:
     from moderator.model.offline import OfflineStackClassifier
 
     return OfflineStackClassifier(heads, device=settings.device, heads_dir=settings.heads_dir)
+
+
+class LoadedOnFirstUse:
+    """A classifier loaded only when something is first scored (a dry run whose posts carry scores never loads it).
+
+    Before loading, ``info`` names no model; after, it is the loaded classifier's.
+    """
+
+    def __init__(self, settings: Settings, heads: HeadSpec) -> None:
+        self.settings = settings
+        self.heads = heads
+        self._loaded: HeadedClassifier | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        """The loaded classifier's info, or a placeholder before anything was scored."""
+        return self._loaded.info if self._loaded is not None else ModelInfo(name="(not loaded)", version="")
+
+    def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
+        """Load on the first call, then score."""
+        if self._loaded is None:
+            self._loaded = load_classifier(self.settings, self.heads)
+        return self._loaded.score_batch(items)

@@ -62,10 +62,15 @@ class PostHandler:
 
     @classmethod
     def build(cls, settings: Settings, classifier: Classifier, policies: PolicyStore, redis: Redis | None,
-              review: ReviewSink | None, telemetry: Telemetry) -> PostHandler:
-        """The service's pipeline: every stage wired from settings, Redis (optional) and the classifier."""
+              review: ReviewSink | None, telemetry: Telemetry, score_cache: bool = True,
+              escalation: bool = True) -> PostHandler:
+        """The service's pipeline: every stage wired from settings, Redis (optional) and the classifier.
+
+        ``score_cache=False`` scores without the Redis score cache (in-flight sharing stays);
+        ``escalation=False`` decides without the escalation tier.
+        """
         limits = IngestLimits.from_settings(settings)
-        cache = ScoreCache(redis, settings.cache_ttl_s) if redis is not None else None
+        cache = ScoreCache(redis, settings.cache_ttl_s) if redis is not None and score_cache else None
         return cls(
             policies=policies,
             validate=Validate(limits, new_fetch_client(limits.fetch), telemetry),
@@ -74,7 +79,7 @@ class PostHandler:
             prepare=Prepare(limits, telemetry),
             infer=Infer(classifier, settings.batching, telemetry),
             # Policies with an `escalation:` block ask a generative VLM about posts in their uncertainty band.
-            decide=Decide(EscalationTier(settings, redis, limits), telemetry),
+            decide=Decide(EscalationTier(settings, redis, limits) if escalation else None, telemetry),
             publish=Publish(settings.output_topic, telemetry),
             observe=Observe(settings, policies, redis, telemetry),
             review=ReviewHandOff(review),
