@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from moderator.embedded.servers import EmbeddedServer, redis_server, tansu_server
-from moderator.model.tiny import build_tiny_clip
+from moderator.testing.tiny_models import build_tiny_clip
 from moderator.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 
 from moderator.client import produce
 from moderator.decisions.schema import Decision
-from moderator.samples import records_for
+from moderator.testing.samples import records_for
 from moderator.settings import Settings
 from tests.pipeline_helpers import collect, running_service
 

@@ -29,7 +29,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from pydantic import BaseModel, ConfigDict, Field
 
 from moderator.broker import ensure_topics
-from moderator.samples import sample_posts
+from moderator.testing.samples import sample_posts
 from moderator.settings import Settings
 from tests.pipeline_helpers import collect
 

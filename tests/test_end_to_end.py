@@ -11,7 +11,7 @@ import orjson
 from moderator.client import post_record, produce
 from moderator.decisions.schema import Decision
 from moderator.ingest.schema import DeadLetter
-from moderator.samples import malformed_records, records_for, sample_posts
+from moderator.testing.samples import malformed_records, records_for, sample_posts
 from moderator.settings import Settings
 from tests.pipeline_helpers import collect, committed_and_log_offsets, running_service
 

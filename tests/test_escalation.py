@@ -9,7 +9,7 @@ from PIL import Image
 
 from moderator.model.base import CategorySpec, HeadSpec, ModelInput
 from moderator.model.escalation import VlmEscalator, build_prompt, in_uncertainty_band, parse_verdict
-from moderator.model.tiny import build_tiny_vlm
+from moderator.testing.tiny_models import build_tiny_vlm
 
 SPEC = HeadSpec(
     categories=(

@@ -16,7 +16,7 @@ from moderator.broker import ensure_topics
 from moderator.client import post_record, produce
 from moderator.decisions.schema import Decision
 from moderator.embedded.servers import redis_server
-from moderator.samples import malformed_records
+from moderator.testing.samples import malformed_records
 from moderator.service import ModerationService
 from moderator.settings import Settings
 from tests.pipeline_helpers import collect, running_service

@@ -20,7 +20,7 @@ from moderator.policy.engine import evaluate
 from moderator.policy.loader import load_policy
 from moderator.policy.recording import ScoreRecord
 from moderator.policy.schema import Action
-from moderator.samples import b64, render_image
+from moderator.testing.samples import b64, render_image
 from tests.conftest import ROOT, Servers
 
 DEFAULT_FILE = ROOT / "policies" / "default.yaml"

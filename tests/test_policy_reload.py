@@ -19,7 +19,7 @@ from moderator.client import produce
 from moderator.decisions.schema import Decision
 from moderator.pipeline.recording import ScoreLog, log_key
 from moderator.policy.shadow import ShadowDisagreement
-from moderator.samples import records_for, sample_posts
+from moderator.testing.samples import records_for, sample_posts
 from moderator.settings import Settings
 from tests.conftest import ROOT
 from tests.pipeline_helpers import collect, running_service

@@ -20,7 +20,7 @@ from moderator.ingest.validate import IngestLimits
 from moderator.review.app import create_app
 from moderator.review.context import open_review
 from moderator.review.server import bind, serving
-from moderator.samples import render_image
+from moderator.testing.samples import render_image
 from moderator.settings import Settings
 from tests.conftest import Servers, make_settings
 from tests.review_helpers import ACCOUNTS, TOKENS, bearer, isolated_keys, review_app

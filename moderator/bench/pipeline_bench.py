@@ -21,7 +21,7 @@ from moderator.ingest.validate import IngestLimits, validate_record
 from moderator.model.base import Classifier
 from moderator.policy.engine import evaluate
 from moderator.policy.store import PolicyStore
-from moderator.samples import records_for
+from moderator.testing.samples import records_for
 from moderator.service import ModerationService, connect_redis, running
 from moderator.settings import Settings
 

@@ -6,7 +6,7 @@ import asyncio
 
 from moderator.ingest.validate import IngestLimits, validate_record
 from moderator.model.base import ModelInput
-from moderator.samples import CAPTIONS, b64, render_image
+from moderator.testing.samples import CAPTIONS, b64, render_image
 
 
 def bench_posts(count: int, prefix: str, seed: int = 0, image_every: int = 2) -> list[dict[str, object]]:
