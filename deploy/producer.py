@@ -19,9 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from moderator.broker import ensure_topics
 from moderator.client import post_record, produce
-from moderator.testing.samples import sample_posts
 from moderator.settings import Settings
 from moderator.telemetry.tracing import build_tracer_provider, publish_attributes, traceparent_of
+from moderator.testing.samples import sample_posts
 
 log = logging.getLogger("producer")
 

@@ -15,9 +15,9 @@ from moderator.broker import ensure_topics
 from moderator.client import produce, read_topic
 from moderator.embedded.servers import endpoints_or_embedded
 from moderator.review.server import demo_review_app
-from moderator.testing.samples import malformed_records, records_for, sample_posts
 from moderator.service import build_service, running
 from moderator.settings import Settings
+from moderator.testing.samples import malformed_records, records_for, sample_posts
 
 ACTION_STYLE = {"allow": "green", "review": "yellow", "block": "bold red"}
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from moderator.embedded.servers import EmbeddedServer, redis_server, tansu_server
-from moderator.testing.tiny_models import build_tiny_clip
 from moderator.settings import Settings
+from moderator.testing.tiny_models import build_tiny_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 

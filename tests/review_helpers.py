@@ -22,8 +22,8 @@ from moderator.review.auth import Accounts, ReviewUser
 from moderator.review.context import ReviewContext, open_review
 from moderator.review.keys import ReviewKeys
 from moderator.review.models import Role, item_id_for
-from moderator.testing.samples import b64, render_image
 from moderator.settings import Settings
+from moderator.testing.samples import b64, render_image
 
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab", "root": "root-token-0123456789a"}
 ACCOUNTS = Accounts([

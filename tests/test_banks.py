@@ -25,8 +25,8 @@ from moderator.ingest.images import ImageLimits, decode_image
 from moderator.model.base import Classifier, ModelInput
 from moderator.model.loader import load_classifier
 from moderator.policy.loader import load_policy_set
-from moderator.testing.samples import b64, records_for, render_image
 from moderator.settings import Settings
+from moderator.testing.samples import b64, records_for, render_image
 from tests.conftest import ROOT, Servers
 from tests.pipeline_helpers import WrappedClassifier, collect, running_service
 

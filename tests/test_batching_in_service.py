@@ -9,8 +9,8 @@ import pytest
 
 from moderator.client import produce
 from moderator.decisions.schema import Decision
-from moderator.testing.samples import records_for
 from moderator.settings import Settings
+from moderator.testing.samples import records_for
 from tests.pipeline_helpers import collect, running_service
 
 MAX_WAIT_MS = 400.0

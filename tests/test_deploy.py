@@ -29,8 +29,8 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from pydantic import BaseModel, ConfigDict, Field
 
 from moderator.broker import ensure_topics
-from moderator.testing.samples import sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import sample_posts
 from tests.pipeline_helpers import collect
 
 ROOT = Path(__file__).resolve().parents[1]

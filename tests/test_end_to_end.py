@@ -11,8 +11,8 @@ import orjson
 from moderator.client import post_record, produce
 from moderator.decisions.schema import Decision
 from moderator.ingest.schema import DeadLetter
-from moderator.testing.samples import malformed_records, records_for, sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import malformed_records, records_for, sample_posts
 from tests.pipeline_helpers import collect, committed_and_log_offsets, running_service
 
 DESIGN_FIELDS = {"post_id", "action", "scores", "reasons", "policy", "model", "source", "trace_id", "latency_ms",

@@ -16,14 +16,14 @@ from moderator.ingest.schema import Post
 from moderator.ingest.validate import IngestLimits, ValidPost
 from moderator.model.base import ModelInfo
 from moderator.model.escalation import VlmAnswer
-from moderator.testing.tiny_models import build_tiny_vlm
 from moderator.pipeline.escalation import EscalationTier
 from moderator.policy.engine import evaluate
 from moderator.policy.escalation import adjust, escalated_categories
 from moderator.policy.loader import PolicyError, load_candidate, load_policy_set, parse_policy
 from moderator.policy.schema import Action, Policy
-from moderator.testing.samples import records_for
 from moderator.settings import Settings
+from moderator.testing.samples import records_for
+from moderator.testing.tiny_models import build_tiny_vlm
 from tests.conftest import ROOT, Servers, make_settings
 from tests.pipeline_helpers import collect, running_service
 

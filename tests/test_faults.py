@@ -17,8 +17,8 @@ from moderator.ingest.schema import DeadLetter
 from moderator.model.base import Classifier, ModelInput
 from moderator.model.dual_encoder import DualEncoderClassifier
 from moderator.policy.loader import load_policy
-from moderator.testing.samples import records_for, sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import records_for, sample_posts
 from tests.conftest import ROOT, Servers, make_settings
 from tests.pipeline_helpers import WrappedClassifier, collect, committed_and_log_offsets, decided_ids, running_service
 from tests.service_process import ServiceProcess

@@ -12,8 +12,8 @@ from moderator.client import produce
 from moderator.decisions.schema import Decision
 from moderator.evaldata import TRAIN_PATH, read_labeled, write_labeled
 from moderator.model.heads import TaskHead
-from moderator.testing.samples import records_for, sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import records_for, sample_posts
 from tests.conftest import ROOT
 from tests.pipeline_helpers import collect, running_service
 

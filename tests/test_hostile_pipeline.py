@@ -10,8 +10,8 @@ from moderator.ingest.schema import DeadLetter
 from moderator.model.base import ModelInput
 from moderator.model.dual_encoder import DualEncoderClassifier
 from moderator.policy.loader import load_policy
-from moderator.testing.samples import records_for, sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import records_for, sample_posts
 from tests.conftest import ROOT
 from tests.pipeline_helpers import WrappedClassifier, collect, running_service
 

@@ -16,9 +16,9 @@ from moderator.broker import ensure_topics
 from moderator.client import post_record, produce
 from moderator.decisions.schema import Decision
 from moderator.embedded.servers import redis_server
-from moderator.testing.samples import malformed_records
 from moderator.service import ModerationService
 from moderator.settings import Settings
+from moderator.testing.samples import malformed_records
 from tests.pipeline_helpers import collect, running_service
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -14,8 +14,8 @@ from moderator.model.calibration import CALIBRATION_FILE, Calibration
 from moderator.model.dual_encoder import DualEncoderClassifier
 from moderator.model.heads import train_head
 from moderator.model.loader import load_classifier
-from moderator.testing.tiny_models import build_tiny_clip, build_tiny_siglip
 from moderator.settings import Settings
+from moderator.testing.tiny_models import build_tiny_clip, build_tiny_siglip
 
 SPEC = HeadSpec(
     categories=(

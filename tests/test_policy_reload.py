@@ -19,8 +19,8 @@ from moderator.client import produce
 from moderator.decisions.schema import Decision
 from moderator.pipeline.recording import ScoreLog, log_key
 from moderator.policy.shadow import ShadowDisagreement
-from moderator.testing.samples import records_for, sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import records_for, sample_posts
 from tests.conftest import ROOT
 from tests.pipeline_helpers import collect, running_service
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from moderator.client import produce, read_topic
-from moderator.testing.samples import records_for, sample_posts
 from moderator.service import build_service, run_service
 from moderator.settings import Settings
+from moderator.testing.samples import records_for, sample_posts
 from tests.pipeline_helpers import collect, decided_ids, running_service
 
 

@@ -20,8 +20,8 @@ from moderator.ingest.validate import IngestLimits
 from moderator.review.app import create_app
 from moderator.review.context import open_review
 from moderator.review.server import bind, serving
-from moderator.testing.samples import render_image
 from moderator.settings import Settings
+from moderator.testing.samples import render_image
 from tests.conftest import Servers, make_settings
 from tests.review_helpers import ACCOUNTS, TOKENS, bearer, isolated_keys, review_app
 from tests.test_banks import near_duplicate, pdq_of

@@ -21,9 +21,9 @@ from moderator.ingest.validate import IngestLimits, validate_record
 from moderator.model.base import Classifier
 from moderator.policy.engine import evaluate
 from moderator.policy.store import PolicyStore
-from moderator.testing.samples import records_for
 from moderator.service import ModerationService, connect_redis, running
 from moderator.settings import Settings
+from moderator.testing.samples import records_for
 
 
 class RunResult(BaseModel):

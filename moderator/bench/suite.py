@@ -14,10 +14,10 @@ from moderator.bench.workload import bench_posts, model_inputs
 from moderator.ingest.validate import IngestLimits
 from moderator.model.base import Classifier
 from moderator.model.loader import load_classifier
-from moderator.testing.tiny_models import build_tiny_clip
 from moderator.policy.loader import load_policy_set
 from moderator.policy.store import PolicyStore
 from moderator.settings import Settings
+from moderator.testing.tiny_models import build_tiny_clip
 
 
 class BenchPlan(BaseModel):
