@@ -174,3 +174,16 @@ def test_shadow_disagreements_are_counted_without_changing_the_live_verdict() ->
     assert results == [Action.ALLOW, Action.ALLOW, Action.ALLOW, Action.BLOCK]
     counts = monitor.counts["candidate"]
     assert (counts.evaluated, counts.disagreed, counts.transitions) == (4, 2, {"allow->block": 2})
+
+
+def test_reasons_say_what_kind_of_test_held_and_its_name() -> None:
+    p = policy({"name": "known", "when": {"bank": "scams"}, "action": "block"},
+               {"name": "new-user", "when": {"metadata": "account.age_days", "lt": 7}, "action": "review"},
+               {"name": "not-trusted", "when": {"not": {"metadata": "trusted", "equals": True}}, "action": "review"},
+               {"name": "mixed", "when": {"all": [{"metadata": "account.age_days", "lt": 7},
+                                                  {"score": "scam", "gte": 0.5}]}, "action": "review"})
+    match = BankMatch(bank="scams", kind=BankKind.SHA256, hash="ab" * 32, distance=0)
+    reasons = evaluate(p, {"scam": 0.6}, {"account": {"age_days": 2}}, [match]).reasons
+    assert [(r.kind.value, r.name, r.category) for r in reasons] == [
+        ("bank", "scams", "bank:scams"), ("metadata", "account.age_days", "metadata:account.age_days"),
+        ("rule", None, "rule"), ("score", "scam", "scam")]

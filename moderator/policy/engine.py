@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from moderator.banks.schema import BankMatch
 from moderator.policy.schema import (
@@ -27,15 +28,33 @@ from moderator.policy.schema import (
 )
 
 
+class ReasonKind(StrEnum):
+    """What the first test of a fired rule that held was about."""
+
+    SCORE = "score"  # a category's score against its threshold
+    BANK = "bank"  # a hash-bank match: similarity (1 - distance/256) against the similarity required
+    METADATA = "metadata"  # a metadata test: 1.0 against 1.0 (a test that held)
+    RULE = "rule"  # no positive test (e.g. only a ``not``)
+
+
+def reason_label(kind: ReasonKind, name: str | None) -> str:
+    """The display form kept in ``Reason.category``: the category, ``bank:<name>``, ``metadata:<key>`` or ``rule``."""
+    if kind is ReasonKind.SCORE:
+        return name or ""
+    return f"{kind.value}:{name}" if name is not None else kind.value
+
+
 class Reason(BaseModel):
     """One rule that fired, as written into decisions.
 
-    ``category``, ``score`` and ``threshold`` describe the first test of the rule that held: a
-    category score against its threshold; for a bank match ``bank:<name>`` with the hashes'
-    similarity (1 - distance/256) against the similarity the rule requires; for a metadata test
-    ``metadata:<key>`` with 1.0 against 1.0 (a test that held).
+    ``kind`` and ``name`` (the category, bank or metadata key; none for ``rule``), ``score`` and
+    ``threshold`` describe the first test of the rule that held (see ``ReasonKind``).
+    ``category`` is the same in one string for display and for readers of earlier decisions;
+    code reads ``kind`` and ``name``, never parses it.
     """
 
+    kind: ReasonKind = ReasonKind.SCORE
+    name: str | None = None
     category: str
     score: float
     threshold: float
@@ -43,6 +62,18 @@ class Reason(BaseModel):
     rule: str
     label: str | None = None
     bank: BankMatch | None = None
+
+    @model_validator(mode="after")
+    def _score_reason_names_its_category(self) -> Reason:
+        # Reasons written before ``kind``/``name`` existed (recorded decisions) were score reasons by default.
+        if self.kind is ReasonKind.SCORE and self.name is None:
+            self.name = self.category
+        return self
+
+    @classmethod
+    def of(cls, kind: ReasonKind, name: str | None, **fields: Any) -> Reason:
+        """A reason with its display ``category`` derived from ``kind`` and ``name``."""
+        return cls(kind=kind, name=name, category=reason_label(kind, name), **fields)
 
 
 class PolicyVerdict(BaseModel):
@@ -62,25 +93,23 @@ class PolicyVerdict(BaseModel):
         return any(r.bank is not None for r in self.reasons)
 
 
+_RANK = {ReasonKind.RULE: 0, ReasonKind.METADATA: 1, ReasonKind.BANK: 2, ReasonKind.SCORE: 3}
+
+
 @dataclass(frozen=True)
 class _Evidence:
     """Why a condition held: the first score test, else the first bank match, else the first metadata test."""
 
-    category: str | None = None
+    kind: ReasonKind = ReasonKind.RULE
+    name: str | None = None
     score: float = 1.0
     threshold: float = 1.0
     bank: BankMatch | None = None
 
-    @property
-    def rank(self) -> int:
-        if self.category is None:
-            return 0
-        return 1 if self.category.startswith("metadata:") else 2 if self.category.startswith("bank:") else 3
-
     def merge(self, other: _Evidence) -> _Evidence:
         """Combine the evidence of two conditions that both held (``all``): the stronger kind, earlier first."""
-        first = self if self.rank >= other.rank else other
-        return _Evidence(first.category, first.score, first.threshold, self.bank or other.bank)
+        first = self if _RANK[self.kind] >= _RANK[other.kind] else other
+        return _Evidence(first.kind, first.name, first.score, first.threshold, self.bank or other.bank)
 
 
 def metadata_value(metadata: Mapping[str, Any], key: str) -> Any:
@@ -121,15 +150,15 @@ def _check(cond: Condition, scores: Mapping[str, float], metadata: Mapping[str, 
         score = scores.get(cond.score)
         if score is None or (cond.gte is not None and score < cond.gte) or (cond.lt is not None and score >= cond.lt):
             return None
-        return _Evidence(cond.score, score, cond.gte if cond.gte is not None else cond.lt)
+        return _Evidence(ReasonKind.SCORE, cond.score, score, cond.gte if cond.gte is not None else cond.lt)
     if isinstance(cond, MetadataCondition):
-        return _Evidence(f"metadata:{cond.metadata}") if _metadata_holds(cond, metadata) else None
+        return _Evidence(ReasonKind.METADATA, cond.metadata) if _metadata_holds(cond, metadata) else None
     if isinstance(cond, BankCondition):
         hit = next((m for m in matches if m.bank == cond.bank and m.distance <= cond.max_distance), None)
         if hit is None:
             return None
-        return _Evidence(f"bank:{cond.bank}", round(1 - hit.distance / 256, 6), round(1 - cond.max_distance / 256, 6),
-                         bank=hit)
+        return _Evidence(ReasonKind.BANK, cond.bank, round(1 - hit.distance / 256, 6),
+                         round(1 - cond.max_distance / 256, 6), bank=hit)
     if isinstance(cond, AnyCondition):
         return next((e for c in cond.any if (e := _check(c, scores, metadata, matches)) is not None), None)
     if isinstance(cond, AllCondition):
@@ -158,9 +187,9 @@ def evaluate(policy: Policy, scores: Mapping[str, float], metadata: Mapping[str,
         evidence = _check(rule.condition, scores, metadata or {}, matches)
         if evidence is None:
             continue
-        reasons.append(Reason(category=evidence.category or "rule", score=evidence.score, threshold=evidence.threshold,
-                              action=rule.action, rule=rule.name, label=rule.reason or rule.name,
-                              bank=evidence.bank))
+        reasons.append(Reason.of(evidence.kind, evidence.name, score=evidence.score, threshold=evidence.threshold,
+                                 action=rule.action, rule=rule.name, label=rule.reason or rule.name,
+                                 bank=evidence.bank))
         if rule.stop:
             break
     action = max((r.action for r in reasons), key=lambda a: a.severity, default=policy.default_action)

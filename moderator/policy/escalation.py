@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from moderator.model.base import HeadSpec
 from moderator.model.escalation import VlmAnswer, in_uncertainty_band
-from moderator.policy.engine import PolicyVerdict, Reason
+from moderator.policy.engine import PolicyVerdict, Reason, ReasonKind
 from moderator.policy.schema import Action, Policy
 
 
@@ -63,10 +63,10 @@ def adjust(policy: Policy, verdict: PolicyVerdict, scores: Mapping[str, float], 
     if assessed is not None and assessed.unsafe:
         action = max(action, block.unsafe_action, key=lambda a: a.severity)
     elif (assessed is not None and assessed.unsafe is False and block.on_safe == "allow"
-          and all(r.category in banded for r in verdict.reasons)):
+          and all(r.kind is ReasonKind.SCORE and r.name in banded for r in verdict.reasons)):
         action = Action.ALLOW
     category = (named or sorted(banded, key=lambda c: -scores[c]))[0]
-    reason = Reason(category=category, score=scores[category], threshold=block.band[0],
+    reason = Reason.of(ReasonKind.SCORE, category, score=scores[category], threshold=block.band[0],
                     action=block.unsafe_action if assessed is not None and assessed.unsafe else action,
                     rule=f"escalation:{policy.name}", label=_label(assessed))
     return PolicyVerdict(action=action, reasons=[*verdict.reasons, reason])
