@@ -27,8 +27,8 @@ from moderator.model.base import Classifier, HeadSpec
 from moderator.model.loader import load_classifier
 from moderator.pipeline import PostHandler, ReviewSink
 from moderator.policy.loader import load_policy_set
-from moderator.policy.reload import PolicyReloader
 from moderator.policy.store import PolicyStore
+from moderator.reload import PolicyReloader
 from moderator.review.queue import RedisReviewQueue
 from moderator.runner import KafkaRunner
 from moderator.settings import Settings
