@@ -78,7 +78,7 @@ async def test_policy_edits_reload_live_and_invalid_edits_keep_the_last_good_ver
     (directory / "ads.yaml").write_text(ADS, encoding="utf-8")
     (directory / "candidate.yaml").write_text(CANDIDATE, encoding="utf-8")
     settings = settings.model_copy(update={"policy_dir": directory, "shadow_topic": f"shadow-{uuid.uuid4().hex[:8]}"})
-    caplog.set_level(logging.INFO, logger="moderator.policy.reload")
+    caplog.set_level(logging.INFO, logger="moderator.reload")
 
     feed = feed_posts(6, seed=5, prefix="feed")
     ads = sample_posts(2, seed=6, prefix="ad")
