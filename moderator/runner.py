@@ -1,5 +1,8 @@
 """The Kafka runner: consume, backpressure, offsets, commits and rebalance drain, around one handler.
 
+All Kafka plumbing lives here, in one place (as in faststream, where the application object owns
+the broker and handlers read as plain functions); the handler is ``moderator.pipeline.PostHandler``.
+
 Each record becomes one task running ``handler(record)``; the runner only learns when it ended.
 A partition is committed up to its oldest record still in flight, only once the handler
 returned for it (its decision or dead letter acknowledged), so nothing is lost across crashes.
