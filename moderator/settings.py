@@ -79,14 +79,28 @@ class Settings(BaseSettings):
 
     review_host: str = "127.0.0.1"
     review_port: int = 8080
-    # Review accounts: JSON list of {"name", "role": "reviewer"|"admin", "token" or "token_sha256"}.
-    review_users: SecretStr = Field(SecretStr(""), description="Review accounts as JSON (tokens stay secret).")
-    review_users_file: Path | None = Field(None, description="File with the review accounts JSON.")
+    # API tokens are stored as HMAC-SHA256 under this secret (`moderator review user add` issues them).
+    review_token_secret: SecretStr = Field(SecretStr(""), description="Server secret (32+ characters) under which "
+                                           "review API tokens are stored; the demo makes a fresh one.")
+    review_trusted_proxies: list[str] = Field(default_factory=list, description="Proxy addresses or networks whose "
+                                              "X-Forwarded-For/-Proto the review app believes.")
+    review_tls_certfile: Path | None = Field(None, description="Serve the review app over HTTPS with this certificate.")
+    review_tls_keyfile: Path | None = Field(None, description="The private key of review_tls_certfile.")
+    review_login_free_attempts: int = Field(5, ge=1, description="Failed sign-ins per address or account before "
+                                            "the review app makes the next one wait.")
+    review_login_backoff_s: float = Field(1.0, gt=0, description="First wait after the free attempts; doubles "
+                                          "with every further failure.")
+    review_login_backoff_max_s: float = Field(900.0, gt=0, description="Longest wait between sign-in attempts.")
+    review_login_window_s: int = Field(3600, ge=60, description="How long failed sign-ins are remembered.")
+    review_max_claims: int = Field(20, ge=1, description="Items one reviewer may hold at once.")
+    review_max_renewals: int = Field(12, ge=0, description="Lease renewals per claim of one item.")
+    review_security_log_max: int = Field(10_000, ge=100, description="Failed sign-ins kept (apart from the audit log).")
     review_lease_s: float = Field(300.0, gt=0, description="How long a claim holds an item before it returns.")
     review_item_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="How long review items and images live.")
     review_image_max_side: int = Field(512, ge=64, le=2048, description="Side of the stored review image (JPEG).")
     review_session_ttl_s: int = Field(8 * 3600, ge=60)
-    review_secure_cookies: bool = Field(False, description="Mark session cookies Secure (serve over HTTPS).")
+    review_secure_cookies: bool = Field(False, description="Mark cookies Secure even on plain HTTP (HTTPS does it "
+                                         "by itself).")
     review_audit_max: int = Field(100_000, ge=100, description="Audit log entries kept (oldest trimmed).")
 
     @property

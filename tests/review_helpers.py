@@ -18,25 +18,27 @@ from moderator.model.base import ModelInfo
 from moderator.policy.engine import Reason
 from moderator.policy.schema import Action
 from moderator.review.app import create_app
-from moderator.review.auth import Accounts, ReviewUser
+from moderator.review.auth import NewUser, issue_user_token
 from moderator.review.context import ReviewContext, open_review
 from moderator.review.keys import ReviewKeys
 from moderator.review.models import Role, item_id_for
 from moderator.settings import Settings
 from moderator.testing.samples import b64, render_image
 
-TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab", "root": "root-token-0123456789a"}
-ACCOUNTS = Accounts([
-    ReviewUser(name="alice", role=Role.REVIEWER, token=SecretStr(TOKENS["alice"])),
-    ReviewUser(name="bob", role=Role.REVIEWER, token=SecretStr(TOKENS["bob"])),
-    ReviewUser(name="root", role=Role.ADMIN, token=SecretStr(TOKENS["root"])),
-])
+ROLES = {"alice": Role.REVIEWER, "bob": Role.REVIEWER, "root": Role.ADMIN}
+TOKEN_SECRET = SecretStr("test-review-token-secret-0123456789abcdef")
 CATEGORIES = ("nudity", "violence", "drugs", "scam", "hate")
 
 
-def bearer(name: str) -> dict[str, str]:
-    """The Authorization header of one test account."""
-    return {"Authorization": f"Bearer {TOKENS[name]}"}
+def with_secret(settings: Settings, **values: object) -> Settings:
+    """``settings`` with the tests' token secret (and any other review settings)."""
+    return settings.model_copy(update={"review_token_secret": TOKEN_SECRET, **values})
+
+
+async def issue_accounts(context: ReviewContext) -> dict[str, str]:
+    """Fresh tokens for alice and bob (reviewers) and root (admin): name -> token."""
+    return {name: (await issue_user_token(context.auth.tokens, NewUser(name=name, role=role))).token.get_secret_value()
+            for name, role in ROLES.items()}
 
 
 def isolated_keys() -> ReviewKeys:
@@ -76,16 +78,23 @@ async def enqueue(context: ReviewContext, post_id: str, category: str = "scam", 
 
 @dataclass
 class ReviewApp:
-    """The review app under test: its context and an HTTP client speaking ASGI to it."""
+    """The review app under test: its context, an HTTP client speaking ASGI to it, the accounts' tokens."""
 
     context: ReviewContext
     client: httpx.AsyncClient
+    tokens: dict[str, str]
+
+    def bearer(self, name: str) -> dict[str, str]:
+        """The Authorization header of one test account."""
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
 
 
 @asynccontextmanager
-async def review_app(settings: Settings, keys: ReviewKeys | None = None) -> AsyncIterator[ReviewApp]:
-    """The real app on the real Redis and broker, with an in-process HTTP client."""
-    async with open_review(settings, ACCOUNTS, keys or isolated_keys()) as context:
-        transport = httpx.ASGITransport(app=create_app(context))
-        async with httpx.AsyncClient(transport=transport, base_url="http://review.test") as client:
-            yield ReviewApp(context, client)
+async def review_app(settings: Settings, keys: ReviewKeys | None = None,
+                     base_url: str = "http://review.test", client_address: str = "127.0.0.1") -> AsyncIterator[ReviewApp]:
+    """The real app on the real Redis and broker, with an in-process HTTP client (from ``client_address``)."""
+    async with open_review(with_secret(settings), keys or isolated_keys()) as context:
+        tokens = await issue_accounts(context)
+        transport = httpx.ASGITransport(app=create_app(context), client=(client_address, 123))
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield ReviewApp(context, client, tokens)

@@ -1,72 +1,72 @@
-"""Review accounts from settings: validation, token lookup, and tokens kept out of reprs and logs."""
+"""The API token store on the real Redis: random tokens kept only as HMACs, verified, listed, revoked."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
+import uuid
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr
+from redis.asyncio import Redis
 
-from moderator.review.auth import Accounts, demo_accounts
+from moderator.review.auth import NewUser, issue_user_token
 from moderator.review.models import Role
-from moderator.settings import Settings
+from moderator.review.tokens import TokenStore
+from tests.conftest import Servers
+from tests.review_helpers import TOKEN_SECRET
 
-ALICE = {"name": "alice", "role": "reviewer", "token": "alice-token-0123456789"}
-ROOT_TOKEN = "root-token-0123456789a"
-ROOT = {"name": "root", "role": "admin", "token_sha256": hashlib.sha256(ROOT_TOKEN.encode()).hexdigest()}
-
-
-def _settings(**values: object) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+pytestmark = pytest.mark.integration
 
 
-def test_accounts_come_from_json_and_file_and_match_only_their_own_token(tmp_path: Path) -> None:
-    users_file = tmp_path / "users.json"
-    users_file.write_text(json.dumps([ROOT]), encoding="utf-8")
-    accounts = Accounts.from_settings(_settings(review_users=json.dumps([ALICE]), review_users_file=users_file))
-    alice = accounts.by_token(ALICE["token"])
-    root = accounts.by_token(ROOT_TOKEN)
-    assert alice is not None and (alice.name, alice.role) == ("alice", Role.REVIEWER)
-    assert root is not None and (root.name, root.role) == ("root", Role.ADMIN)
-    assert accounts.by_token(ALICE["token"] + "x") is None
-    assert accounts.by_token("") is None
-    assert accounts.login("alice", ALICE["token"]) is alice
-    assert accounts.login("root", ALICE["token"]) is None
+async def _dump(redis: Redis, prefix: str) -> bytes:
+    """Every key and value under ``prefix``, as one blob (what a stolen Redis copy would hold)."""
+    blob = b""
+    async for key in redis.scan_iter(f"{prefix}*"):
+        blob += key + b"".join(k + v for k, v in (await redis.hgetall(key)).items())
+    return blob
 
 
-@pytest.mark.parametrize("users", [
-    [{**ALICE, "token": "short"}],  # guessable tokens are refused
-    [{"name": "alice", "role": "reviewer"}],  # no token
-    [{**ALICE, "token_sha256": "ab" * 32}],  # both kinds
-    [{**ALICE, "role": "owner"}],
-    [{**ALICE, "name": "al ice"}],
-])
-def test_invalid_accounts_are_refused(users: list[dict[str, str]]) -> None:
-    with pytest.raises(ValidationError):
-        Accounts.from_settings(_settings(review_users=json.dumps(users)))
+async def test_tokens_are_random_kept_only_as_hmacs_and_revoked_at_once(servers: Servers) -> None:
+    prefix = f"test-tokens-{uuid.uuid4().hex[:8]}:"
+    redis = Redis.from_url(servers.redis_url)
+    try:
+        store = TokenStore(redis, prefix, TOKEN_SECRET)
+        first = await store.issue("ana", "admin", "laptop")
+        second = await store.issue("ana", "admin")
+        token = first.token.get_secret_value()
+        assert len(token) >= 40 and token != second.token.get_secret_value()
+        assert token not in repr(first) and token not in first.model_dump_json()
+        verified = await store.verify(token)
+        assert verified is not None and (verified.subject, verified.role, verified.label) == ("ana", "admin", "laptop")
+        assert await store.verify(token + "x") is None and await store.verify("") is None
+        assert await store.verify("x" * 10_000) is None
+
+        dump = await _dump(redis, prefix)
+        assert token.encode() not in dump  # only HMACs are stored
+        other_secret = TokenStore(redis, prefix, SecretStr("another-server-secret-0123456789abcdef"))
+        assert await other_secret.verify(token) is None  # a Redis copy without the secret verifies nothing
+
+        assert [r.token_id for r in await store.list("ana")] == [first.record.token_id, second.record.token_id]
+        revoked = await store.revoke(first.record.token_id)
+        assert revoked is not None and revoked.token_id == first.record.token_id
+        assert await store.verify(token) is None
+        assert await store.revoke(first.record.token_id) is None
+        assert await store.verify(second.token.get_secret_value()) is not None
+        assert [r.token_id for r in await store.revoke_subject("ana")] == [second.record.token_id]
+        assert await store.list() == [] and await _dump(redis, prefix) == b""
+    finally:
+        await redis.aclose()
 
 
-def test_duplicate_names_or_shared_tokens_are_refused() -> None:
-    with pytest.raises(ValueError, match="duplicate names"):
-        Accounts.from_settings(_settings(review_users=json.dumps([ALICE, {**ALICE, "token": "other-token-0123456789"}])))
-    with pytest.raises(ValueError, match="share a token"):
-        Accounts.from_settings(_settings(review_users=json.dumps([ALICE, {**ALICE, "name": "bob"}])))
-
-
-def test_tokens_never_show_in_settings_or_account_reprs() -> None:
-    settings = _settings(review_users=json.dumps([ALICE]))
-    accounts = Accounts.from_settings(settings)
-    for text in (repr(settings), str(settings), repr(accounts.users), settings.model_dump_json()):
-        assert ALICE["token"] not in text
-
-
-def test_demo_gets_a_fresh_admin_only_when_no_accounts_are_configured() -> None:
-    accounts, token = demo_accounts(_settings())
-    assert token is not None and len(token) >= 16
-    demo = accounts.by_token(token)
-    assert demo is not None and (demo.name, demo.role) == ("demo", Role.ADMIN)
-    assert demo_accounts(_settings())[1] != token
-    configured, none = demo_accounts(_settings(review_users=json.dumps([ALICE])))
-    assert none is None and [u.name for u in configured.users] == ["alice"]
+async def test_a_name_keeps_one_role_and_a_short_secret_is_refused(servers: Servers) -> None:
+    prefix = f"test-tokens-{uuid.uuid4().hex[:8]}:"
+    redis = Redis.from_url(servers.redis_url)
+    try:
+        with pytest.raises(ValueError, match="at least 32"):
+            TokenStore(redis, prefix, SecretStr("short"))
+        store = TokenStore(redis, prefix, TOKEN_SECRET)
+        await issue_user_token(store, NewUser(name="bo", role=Role.REVIEWER))
+        with pytest.raises(ValueError, match="revoke them to change the role"):
+            await issue_user_token(store, NewUser(name="bo", role=Role.ADMIN))
+        await store.revoke_subject("bo")
+    finally:
+        await redis.aclose()

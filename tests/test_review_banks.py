@@ -23,7 +23,7 @@ from moderator.review.server import bind, serving
 from moderator.settings import Settings
 from moderator.testing.samples import render_image
 from tests.conftest import Servers, make_settings
-from tests.review_helpers import ACCOUNTS, TOKENS, bearer, isolated_keys, review_app
+from tests.review_helpers import isolated_keys, issue_accounts, review_app, with_secret
 from tests.test_banks import near_duplicate, pdq_of
 from tests.test_review_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -52,44 +52,44 @@ async def test_admin_uploads_lists_and_removes_and_the_matcher_follows(review_se
     try:
         async with review_app(review_settings) as review:
             client = review.client
-            added = await client.post(f"/api/banks/{bank}/entries", headers=bearer("root"),
+            added = await client.post(f"/api/banks/{bank}/entries", headers=review.bearer("root"),
                                       data={"kind": "pdq", "label": "scam creative"},
                                       files={"image": ("bad.png", original, "image/png")})
             assert added.status_code == 200, added.text
             digest = added.json()["hash"]
             assert digest == pdq_of(original) and added.json()["changed"] is True
 
-            listed = {b["name"]: b for b in (await client.get("/api/banks", headers=bearer("root"))).json()}
+            listed = {b["name"]: b for b in (await client.get("/api/banks", headers=review.bearer("root"))).json()}
             assert listed[bank]["kind"] == "pdq"
             [entry] = [BankEntry.model_validate(e) for e in listed[bank]["entries"]]
             assert (entry.hash, entry.label, entry.added_by) == (digest, "scam creative", "root")
             assert await matches() == [(bank, "scam creative")]
 
-            page = await client.get("/banks", headers=bearer("root"))
+            page = await client.get("/banks", headers=review.bearer("root"))
             assert page.status_code == 200 and digest in page.text and 'href="/banks"' in page.text
-            assert 'href="/banks"' not in (await client.get("/", headers=bearer("alice"))).text
+            assert 'href="/banks"' not in (await client.get("/", headers=review.bearer("alice"))).text
 
             # A known hash from elsewhere, as JSON, into an exact bank created on first use.
             exact = f"{bank}-exact"
-            by_hash = await client.post(f"/api/banks/{exact}/entries", headers=bearer("root"),
+            by_hash = await client.post(f"/api/banks/{exact}/entries", headers=review.bearer("root"),
                                         json={"hash": sha256_hex(original).upper(), "kind": "sha256"})
             assert by_hash.status_code == 200 and by_hash.json()["hash"] == sha256_hex(original)
-            wrong_kind = await client.post(f"/api/banks/{exact}/entries", headers=bearer("root"),
+            wrong_kind = await client.post(f"/api/banks/{exact}/entries", headers=review.bearer("root"),
                                            data={"kind": "pdq"}, files={"image": ("bad.png", original, "image/png")})
             assert wrong_kind.status_code == 409
-            not_image = await client.post(f"/api/banks/{bank}/entries", headers=bearer("root"),
+            not_image = await client.post(f"/api/banks/{bank}/entries", headers=review.bearer("root"),
                                           files={"image": ("x.png", b"not an image", "image/png")})
             assert not_image.status_code == 422
 
-            removed = await client.delete(f"/api/banks/{bank}/entries/{digest}", headers=bearer("root"))
+            removed = await client.delete(f"/api/banks/{bank}/entries/{digest}", headers=review.bearer("root"))
             assert removed.status_code == 200 and removed.json()["changed"] is True
-            listed = {b["name"]: b for b in (await client.get("/api/banks", headers=bearer("root"))).json()}
+            listed = {b["name"]: b for b in (await client.get("/api/banks", headers=review.bearer("root"))).json()}
             assert listed[bank]["entries"] == []
             assert await matches() == []
-            assert (await client.delete(f"/api/banks/{bank}/entries/{digest}", headers=bearer("root"))).status_code \
+            assert (await client.delete(f"/api/banks/{bank}/entries/{digest}", headers=review.bearer("root"))).status_code \
                 == 404
 
-            audit = (await client.get("/api/audit", headers=bearer("root"))).json()["entries"]
+            audit = (await client.get("/api/audit", headers=review.bearer("root"))).json()["entries"]
             bank_audit = [(e["actor"], e["action"], e["detail"]) for e in audit if e["action"].startswith("bank_")]
             assert bank_audit == [
                 ("root", "bank_remove", f"{bank} (pdq) {digest}"),
@@ -118,7 +118,7 @@ async def test_bank_routes_refuse_reviewers_strangers_and_missing_csrf(review_se
             client = review.client
             for method, path, body in calls:
                 assert (await client.request(method, path, **body)).status_code == 401, (method, path)
-                refused = await client.request(method, path, headers=bearer("alice"), **body)
+                refused = await client.request(method, path, headers=review.bearer("alice"), **body)
                 assert refused.status_code == 403, (method, path)
             assert bank not in {b.name for b in await store.banks()}
 
@@ -126,7 +126,7 @@ async def test_bank_routes_refuse_reviewers_strangers_and_missing_csrf(review_se
             page = await client.get("/login")
             login_csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
             assert login_csrf is not None
-            login = await client.post("/login", data={"username": "root", "token": "root-token-0123456789a",
+            login = await client.post("/login", data={"username": "root", "token": review.tokens["root"],
                                                       "csrf": login_csrf.group(1)})
             assert login.status_code == 303
             banks_page = (await client.get("/banks")).text
@@ -156,14 +156,15 @@ async def test_admin_page_uploads_and_removes_in_a_browser(servers: Servers, tmp
     redis = Redis.from_url(settings.redis_url)
     store = BankStore(redis)
     try:
-        async with open_review(settings, ACCOUNTS, isolated_keys()) as context, \
+        async with open_review(with_secret(settings), isolated_keys()) as context, \
                 serving(create_app(context), bind("127.0.0.1", 0)) as url, async_playwright() as playwright:
+            tokens = await issue_accounts(context)
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = await browser.new_page()
                 await page.goto(url)
                 await page.fill("input[name=username]", "root")
-                await page.fill("input[name=token]", TOKENS["root"])
+                await page.fill("input[name=token]", tokens["root"])
                 await page.click("button[type=submit]")
                 await page.click("nav a[href='/banks']")
                 await page.fill("#bank-upload input[name=bank]", bank)

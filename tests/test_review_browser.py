@@ -15,7 +15,7 @@ from moderator.review.app import create_app
 from moderator.review.context import open_review
 from moderator.review.server import bind, serving
 from tests.conftest import Servers, make_settings
-from tests.review_helpers import ACCOUNTS, TOKENS, enqueue, isolated_keys
+from tests.review_helpers import enqueue, isolated_keys, issue_accounts, with_secret
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -32,8 +32,9 @@ ALL_IMAGES_LOADED = "[...document.images].every((i) => i.hidden || (i.complete &
 
 async def test_reviewer_logs_in_sees_the_flagged_image_blocks_it_and_it_leaves_the_queue(servers: Servers) -> None:
     settings = make_settings(servers)
-    async with open_review(settings, ACCOUNTS, isolated_keys()) as context, \
+    async with open_review(with_secret(settings), isolated_keys()) as context, \
             serving(create_app(context), bind("127.0.0.1", 0)) as url:
+        tokens = await issue_accounts(context)
         flagged = await enqueue(context, "rv-browser-phish", category="scam", score=0.91,
                                 text="Click the link to verify your bank account", overlay="verify your account now")
         others = [
@@ -49,7 +50,7 @@ async def test_reviewer_logs_in_sees_the_flagged_image_blocks_it_and_it_leaves_t
                 response = await page.goto(url)
                 assert response is not None and response.status == 401  # signed out: the login form
                 await page.fill("input[name=username]", "alice")
-                await page.fill("input[name=token]", TOKENS["alice"])
+                await page.fill("input[name=token]", tokens["alice"])
                 await page.click("button[type=submit]")
                 await page.wait_for_selector(f".queue-entry[data-item-id='{flagged}']")
                 assert await page.locator(".queue-entry").count() == 3

@@ -1,115 +1,59 @@
-"""Who may use the review app: accounts from settings, API tokens, browser sessions, CSRF.
+"""Who may use the review app: API tokens from the token store, browser sessions, CSRF, throttling.
 
-API clients send ``Authorization: Bearer <token>``. Browsers log in with their name and token and
-get a session cookie (HttpOnly, SameSite=Strict); every state-changing request on a session must
-also carry the session's CSRF token (``X-CSRF-Token`` header or ``csrf`` form field). Tokens are
-compared as SHA-256 digests with ``hmac.compare_digest``, against every account, so timing says
-nothing about which account or how many bytes matched. Tokens are never logged.
+API clients send ``Authorization: Bearer <token>``; tokens are random, issued by `moderator review
+user add` or an admin (`POST /api/tokens`), stored only as HMACs (see `tokens`) and revocable at
+runtime. Browsers sign in with their name and token and get a session cookie (HttpOnly,
+SameSite=Strict, Secure over HTTPS) bound to that token: revoking the token ends its sessions.
+Every state-changing request on a session must also carry the session's CSRF token
+(``X-CSRF-Token`` header or ``csrf`` form field). Refused credentials are counted per client
+address and account, throttled (429 + Retry-After) and written to the security stream. Tokens are
+never logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
+import logging
 import secrets
-from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
-from pydantic import BaseModel, Field, SecretStr, TypeAdapter, model_validator
+from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from moderator.review.audit import AuditLog
 from moderator.review.keys import ReviewKeys
-from moderator.review.models import Role
-from moderator.settings import Settings
+from moderator.review.metrics import ReviewMetrics
+from moderator.review.models import AuditAction, Role
+from moderator.review.throttle import LoginThrottle, Throttled
+from moderator.review.tokens import IssuedToken, TokenRecord, TokenStore
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "moderator_session"
 LOGIN_CSRF_COOKIE = "moderator_login_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MIN_TOKEN_CHARS = 16
+USER_NAME = r"^[A-Za-z0-9_.@-]{1,64}$"
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+class NewUser(BaseModel):
+    """An account to create (the body of ``POST /api/tokens``): its name, role and a note."""
 
-
-class ReviewUser(BaseModel):
-    """One account. Configure ``token`` or, to keep tokens out of the config, ``token_sha256``."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    name: str = Field(pattern=USER_NAME)
     role: Role = Role.REVIEWER
-    token: SecretStr | None = Field(None, min_length=MIN_TOKEN_CHARS)
-    token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-
-    @model_validator(mode="after")
-    def _one_token(self) -> ReviewUser:
-        if (self.token is None) == (self.token_sha256 is None):
-            raise ValueError(f"account {self.name!r} needs exactly one of token or token_sha256")
-        return self
-
-    def digest(self) -> bytes:
-        """SHA-256 of the account's token."""
-        if self.token is not None:
-            return _digest(self.token.get_secret_value())
-        return bytes.fromhex(self.token_sha256 or "")
+    label: str = Field("", max_length=200)
 
 
-_USERS = TypeAdapter(list[ReviewUser])
-
-
-class Accounts:
-    """The configured accounts, looked up by token in constant time."""
-
-    def __init__(self, users: Iterable[ReviewUser]) -> None:
-        self.users = list(users)
-        names = [u.name for u in self.users]
-        if len(set(names)) != len(names):
-            raise ValueError("review accounts have duplicate names")
-        self._digests = [(u, u.digest()) for u in self.users]
-        if len({d for _, d in self._digests}) != len(self._digests):
-            raise ValueError("review accounts share a token")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Accounts:
-        """Accounts from MODERATOR_REVIEW_USERS (JSON) and MODERATOR_REVIEW_USERS_FILE, together."""
-        users: list[ReviewUser] = []
-        raw = settings.review_users.get_secret_value().strip()
-        if raw:
-            users += _USERS.validate_json(raw)
-        if settings.review_users_file is not None:
-            users += _USERS.validate_python(json.loads(Path(settings.review_users_file).read_text(encoding="utf-8")))
-        return cls(users)
-
-    def by_token(self, token: str) -> ReviewUser | None:
-        """The account holding ``token``; every account is compared, whatever matches first."""
-        presented = _digest(token)
-        found = None
-        for user, digest in self._digests:
-            if hmac.compare_digest(presented, digest):
-                found = user
-        return found
-
-    def named(self, name: str) -> ReviewUser | None:
-        """The account called ``name``."""
-        return next((u for u in self.users if u.name == name), None)
-
-    def login(self, name: str, token: str) -> ReviewUser | None:
-        """The account when ``name`` and ``token`` belong together."""
-        user = self.by_token(token)
-        return user if user is not None and hmac.compare_digest(user.name.encode(), name.encode()) else None
-
-
-def demo_accounts(settings: Settings) -> tuple[Accounts, str | None]:
-    """The configured accounts, or one ``demo`` admin with a fresh random token (returned to print)."""
-    accounts = Accounts.from_settings(settings)
-    if accounts.users:
-        return accounts, None
-    token = secrets.token_urlsafe(18)
-    return Accounts([ReviewUser(name="demo", role=Role.ADMIN, token=SecretStr(token))]), token
+async def issue_user_token(tokens: TokenStore, user: NewUser) -> IssuedToken:
+    """A fresh token for ``user``; a name keeps one role (ValueError when it already holds another)."""
+    held = {t.role for t in await tokens.list(user.name)}
+    if held and held != {user.role.value}:
+        raise ValueError(f"{user.name!r} already holds {sorted(held)} tokens: revoke them to change the role")
+    return await tokens.issue(user.name, user.role.value, user.label)
 
 
 class Principal(BaseModel):
@@ -118,19 +62,16 @@ class Principal(BaseModel):
     name: str
     role: Role
     via: Literal["token", "session"]
+    token_id: str
     csrf: str | None = None
 
 
 class Session(BaseModel):
-    """A browser session as stored in Redis; ``token_check`` ends it when the account's token changes."""
+    """A browser session as stored in Redis: it lives only while the token it was opened with does."""
 
     name: str
     csrf: str
-    token_check: str
-
-
-def _token_check(user: ReviewUser) -> str:
-    return hashlib.sha256(b"session:" + user.digest()).hexdigest()[:16]
+    token_id: str
 
 
 class Sessions:
@@ -144,10 +85,10 @@ class Sessions:
     def _key(self, session_id: str) -> str:
         return self.keys.session(hashlib.sha256(session_id.encode()).hexdigest())
 
-    async def create(self, user: ReviewUser) -> tuple[str, Session]:
-        """A new session for ``user``: the cookie value and the session."""
+    async def create(self, token: TokenRecord) -> tuple[str, Session]:
+        """A new session for the holder of ``token``: the cookie value and the session."""
         session_id = secrets.token_urlsafe(32)
-        session = Session(name=user.name, csrf=secrets.token_urlsafe(32), token_check=_token_check(user))
+        session = Session(name=token.subject, csrf=secrets.token_urlsafe(32), token_id=token.token_id)
         await self.redis.set(self._key(session_id), session.model_dump_json(), ex=self.ttl_s)
         return session_id, session
 
@@ -166,6 +107,17 @@ def unauthorized() -> HTTPException:
     return HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
 
 
+def too_many(wait: Throttled) -> HTTPException:
+    """429 with the wait, for a throttled address or account."""
+    return HTTPException(429, f"too many failed sign-ins: try again in {wait.retry_after_s} s",
+                         headers={"Retry-After": str(wait.retry_after_s)})
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (a trusted proxy's X-Forwarded-For is applied by the app's middleware)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def _csrf_presented(request: Request) -> str:
     if header := request.headers.get(CSRF_HEADER):
         return header
@@ -178,23 +130,66 @@ async def _csrf_presented(request: Request) -> str:
     return ""
 
 
-async def authenticate(request: Request, accounts: Accounts, sessions: Sessions) -> Principal | None:
-    """The caller, or None when the request carries no valid credentials.
+@dataclass
+class Authenticator:
+    """Checks bearer tokens, sessions and sign-ins; refusals are throttled, counted and logged."""
 
-    Raises 403 for a session request that changes state without the session's CSRF token.
-    """
-    authorization = request.headers.get("authorization")
-    if authorization is not None:
+    tokens: TokenStore
+    sessions: Sessions
+    throttle: LoginThrottle
+    audit: AuditLog
+    metrics: ReviewMetrics
+
+    async def _refuse(self, kind: Literal["login", "token"], address: str, attempted: str | None) -> None:
+        self.metrics.auth_failures.labels(kind).inc()
+        action = AuditAction.LOGIN_FAILED if kind == "login" else AuditAction.TOKEN_REFUSED
+        await self.audit.refused(action, address, attempted)
+        wait = await self.throttle.failed(address, attempted)
+        log.warning("review %s refused from %s%s%s", kind, address, f" for {attempted!r}" if attempted else "",
+                    f"; next attempt in {wait.retry_after_s} s" if wait else "")
+
+    async def _must_wait(self, kind: Literal["login", "token"], address: str, account: str | None) -> None:
+        if wait := await self.throttle.check(address, account):
+            self.metrics.throttled.labels(kind).inc()
+            raise too_many(wait)
+
+    async def sign_in(self, name: str, token: str, address: str) -> TokenRecord | None:
+        """The token's record when ``name`` holds ``token``; raises 429 while the address or name must wait."""
+        attempted = name[:64]
+        await self._must_wait("login", address, attempted)
+        record = await self.tokens.verify(token)
+        if record is None or not hmac.compare_digest(record.subject.encode(), name.encode()):
+            await self._refuse("login", address, attempted)
+            return None
+        await self.throttle.succeeded(record.subject)
+        return record
+
+    async def caller(self, request: Request) -> Principal | None:
+        """The caller, or None when the request carries no valid credentials.
+
+        Raises 429 for a bearer token from an address that must wait, and 403 for a session
+        request that changes state without the session's CSRF token.
+        """
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            return await self._bearer(authorization, client_address(request))
+        session_id = request.cookies.get(SESSION_COOKIE)
+        session = await self.sessions.get(session_id) if session_id else None
+        record = await self.tokens.get(session.token_id) if session else None
+        if session is None or record is None:
+            return None  # no session, or the token it was opened with was revoked
+        if request.method not in SAFE_METHODS and not hmac.compare_digest(
+            (await _csrf_presented(request)).encode(), session.csrf.encode()
+        ):
+            raise HTTPException(403, "missing or wrong CSRF token")
+        return Principal(name=record.subject, role=Role(record.role), via="session", token_id=record.token_id,
+                         csrf=session.csrf)
+
+    async def _bearer(self, authorization: str, address: str) -> Principal | None:
+        await self._must_wait("token", address, None)
         scheme, _, token = authorization.partition(" ")
-        user = accounts.by_token(token.strip()) if scheme.lower() == "bearer" else None
-        return Principal(name=user.name, role=user.role, via="token") if user else None
-    session_id = request.cookies.get(SESSION_COOKIE)
-    session = await sessions.get(session_id) if session_id else None
-    user = accounts.named(session.name) if session else None
-    if session is None or user is None or not hmac.compare_digest(session.token_check, _token_check(user)):
-        return None  # no session, or its account was removed or given a new token
-    if request.method not in SAFE_METHODS and not hmac.compare_digest(
-        (await _csrf_presented(request)).encode(), session.csrf.encode()
-    ):
-        raise HTTPException(403, "missing or wrong CSRF token")
-    return Principal(name=user.name, role=user.role, via="session", csrf=session.csrf)
+        record = await self.tokens.verify(token.strip()) if scheme.lower() == "bearer" else None
+        if record is None:
+            await self._refuse("token", address, None)
+            return None
+        return Principal(name=record.subject, role=Role(record.role), via="token", token_id=record.token_id)

@@ -18,11 +18,14 @@ from moderator.broker import ensure_topics, make_producer, start_with_retry
 from moderator.decisions.publisher import Publisher
 from moderator.ingest.validate import IngestLimits
 from moderator.review.audit import AuditLog
-from moderator.review.auth import Accounts, Sessions
+from moderator.review.auth import Authenticator, Sessions
 from moderator.review.banks import BankAdmin
 from moderator.review.keys import ReviewKeys
+from moderator.review.metrics import ReviewMetrics
 from moderator.review.outbox import Outbox
 from moderator.review.queue import RedisReviewQueue
+from moderator.review.throttle import LoginThrottle
+from moderator.review.tokens import TokenStore
 from moderator.settings import Settings
 
 PUBLISH_TIMEOUT_S = 10.0
@@ -36,16 +39,19 @@ class ReviewContext:
     settings: Settings
     queue: RedisReviewQueue
     audit: AuditLog
-    accounts: Accounts
-    sessions: Sessions
+    auth: Authenticator
     outbox: Outbox
     banks: BankAdmin
     publish_timeout_s: float = PUBLISH_TIMEOUT_S
 
 
+def token_store(redis: Redis, settings: Settings, keys: ReviewKeys | None = None) -> TokenStore:
+    """The review app's API tokens (ValueError without a MODERATOR_REVIEW_TOKEN_SECRET)."""
+    return TokenStore(redis, (keys or ReviewKeys()).tokens, settings.review_token_secret)
+
+
 @contextlib.asynccontextmanager
-async def open_review(settings: Settings, accounts: Accounts,
-                      keys: ReviewKeys | None = None) -> AsyncIterator[ReviewContext]:
+async def open_review(settings: Settings, keys: ReviewKeys | None = None) -> AsyncIterator[ReviewContext]:
     """Connect to Redis and the broker, start the outbox drain; close all of it on exit."""
     if not settings.redis_url or not settings.kafka_bootstrap:
         raise ValueError("the review app needs MODERATOR_REDIS_URL and MODERATOR_KAFKA_BOOTSTRAP")
@@ -53,6 +59,11 @@ async def open_review(settings: Settings, accounts: Accounts,
     if settings.create_topics:
         await ensure_topics(settings)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    try:
+        tokens = token_store(redis, settings, keys)
+    except ValueError:
+        await redis.aclose()
+        raise
     stopping = asyncio.Event()
     producer = make_producer(settings)
     try:
@@ -60,10 +71,11 @@ async def open_review(settings: Settings, accounts: Accounts,
         publisher = Publisher(producer, settings.output_topic, settings.dlq_topic, settings.kafka_retry_backoff_max_s,
                               stopping)
         outbox = Outbox(redis, keys, publisher)
-        audit = AuditLog(redis, keys, settings.review_audit_max)
+        audit = AuditLog(redis, keys, settings.review_audit_max, settings.review_security_log_max)
+        auth = Authenticator(tokens, Sessions(redis, keys, settings.review_session_ttl_s),
+                             LoginThrottle(redis, keys.throttle, settings), audit, ReviewMetrics())
         context = ReviewContext(
-            settings=settings, queue=RedisReviewQueue(redis, settings, keys), audit=audit, accounts=accounts,
-            sessions=Sessions(redis, keys, settings.review_session_ttl_s), outbox=outbox,
+            settings=settings, queue=RedisReviewQueue(redis, settings, keys), audit=audit, auth=auth, outbox=outbox,
             # The service's matcher reads the same store (policy.runtime), so changes reach it within bank_refresh_s.
             banks=BankAdmin(BankStore(redis), audit, IngestLimits.from_settings(settings).image),
         )

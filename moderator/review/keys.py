@@ -42,6 +42,29 @@ class ReviewKeys:
         """String: a browser session (JSON), stored under the SHA-256 of its cookie."""
         return f"{self.prefix}session:{digest}"
 
+    def held(self, reviewer: str) -> str:
+        """Set of the item ids a reviewer has claimed (checked against the items when counted)."""
+        return f"{self.prefix}held:{reviewer}"
+
+    def user_items(self, user_id: str) -> str:
+        """List of the item ids of one user's posts sent to review, newest first (capped)."""
+        return f"{self.prefix}user:{user_id}"
+
+    @property
+    def tokens(self) -> str:
+        """Prefix of the API token store (`tokens.TokenStore`)."""
+        return f"{self.prefix}tokens:"
+
+    @property
+    def throttle(self) -> str:
+        """Prefix of the failed sign-in counters and locks (`throttle.LoginThrottle`)."""
+        return f"{self.prefix}throttle:"
+
+    @property
+    def security(self) -> str:
+        """Stream of failed sign-ins and refused tokens, capped apart from the audit stream."""
+        return f"{self.prefix}security"
+
     @property
     def policies(self) -> str:
         """Set of policy names that have a queue."""

@@ -135,7 +135,10 @@ class AuditAction(StrEnum):
     DECIDE = "decide"
     LOGIN = "login"
     LOGIN_FAILED = "login_failed"
+    TOKEN_REFUSED = "token_refused"
     LOGOUT = "logout"
+    TOKEN_ISSUE = "token_issue"
+    TOKEN_REVOKE = "token_revoke"
     BANK_ADD = "bank_add"
     BANK_REMOVE = "bank_remove"
 
@@ -152,6 +155,7 @@ class AuditEntry(BaseModel):
     previous: str | None = None
     outcome: str | None = None
     detail: str = ""
+    attempted: str | None = Field(None, description="The name a failed sign-in claimed (not who sent it).")
 
     @field_validator("at", mode="before")
     @classmethod
@@ -185,11 +189,27 @@ class QueueEntry(BaseModel):
 
     item_id: str
     post_id: str
+    user_id: str
     text: str | None
     has_image: bool
+    created_at: datetime | None = None
     severity: float
     rules: list[str]
     entered_at: datetime
+
+
+class UserPost(BaseModel):
+    """Another post of the same user that went to review, and how it was decided."""
+
+    item_id: str
+    post_id: str
+    text: str | None
+    has_image: bool
+    created_at: datetime | None
+    entered_at: datetime
+    policy_action: str = Field(description="What the policy decided: the action and the rules that fired.")
+    status: ItemStatus
+    outcome: str | None = Field(None, description="The reviewer's verdict, once decided.")
 
 
 class DecideResult(BaseModel):

@@ -33,6 +33,7 @@ from moderator.review.models import (
     ReviewerDecision,
     ReviewItem,
     ReviewOutcome,
+    UserPost,
     Verdict,
     item_id_for,
     severity_of,
@@ -71,6 +72,8 @@ class RedisReviewQueue:
         self.lease_ms = int(settings.review_lease_s * 1000)
         self.image_limits = IngestLimits.from_settings(settings).image
         self.image_max_side = settings.review_image_max_side
+        self.max_claims = settings.review_max_claims
+        self.max_renewals = settings.review_max_renewals
         self._common = [self.keys.prefix, str(settings.review_audit_max), str(settings.review_item_ttl_s)]
         self._enqueue = redis.register_script(scripts.ENQUEUE)
         self._claim_next = redis.register_script(scripts.CLAIM_NEXT)
@@ -101,7 +104,7 @@ class RedisReviewQueue:
         """Store an item and queue it; False when it already exists."""
         added = await self._enqueue(args=[*self._common, item.item_id, item.policy, repr(item.priority()),
                                           item.model_dump_json(), image_jpeg or b"", _describe(item.decision),
-                                          item.post.post_id])
+                                          item.post.post_id, item.post.user_id])
         return bool(added)
 
     # ----- reading ---------------------------------------------------------------------------
@@ -128,10 +131,30 @@ class RedisReviewQueue:
                 continue
             item = ReviewItem.model_validate_json(raw)
             text = item.post.text[:LIST_TEXT_CHARS] if item.post.text else None
-            entries.append(QueueEntry(item_id=item_id, post_id=item.post.post_id, text=text,
-                                      has_image=item.post.has_image, severity=item.severity,
-                                      rules=[r.rule for r in item.decision.reasons], entered_at=item.entered_at))
+            entries.append(QueueEntry(item_id=item_id, post_id=item.post.post_id, user_id=item.post.user_id, text=text,
+                                      has_image=item.post.has_image, created_at=item.post.created_at,
+                                      severity=item.severity, rules=[r.rule for r in item.decision.reasons],
+                                      entered_at=item.entered_at))
         return entries
+
+    async def user_posts(self, user_id: str, limit: int = 10, exclude: str | None = None) -> list[UserPost]:
+        """The user's most recent posts sent to review (newest first) and how each stands."""
+        posts = []
+        for raw_id in await self.redis.lrange(self.keys.user_items(user_id), 0, -1):
+            item_id = raw_id.decode()
+            if item_id == exclude or len(posts) == limit:
+                continue
+            state = await self.get(item_id)
+            if state is None:  # expired
+                continue
+            post = state.item.post
+            posts.append(UserPost(
+                item_id=item_id, post_id=post.post_id, text=post.text[:LIST_TEXT_CHARS] if post.text else None,
+                has_image=post.has_image, created_at=post.created_at, entered_at=state.item.entered_at,
+                policy_action=_describe(state.item.decision), status=state.status,
+                outcome=f"{state.outcome.action} ({state.outcome.label}) by {state.outcome.reviewer}"
+                if state.outcome else None))
+        return posts
 
     async def get(self, item_id: str) -> ItemState | None:
         """An item and its current state, or None when unknown or expired."""
@@ -155,13 +178,22 @@ class RedisReviewQueue:
     # ----- state changes ---------------------------------------------------------------------
 
     async def claim_next(self, policy: str, reviewer: str) -> str | None:
-        """Claim the highest-priority item of a policy; its id, or None when the queue is empty."""
-        claimed = await self._claim_next(args=[*self._common, policy, reviewer, self.lease_ms])
+        """Claim the highest-priority item of a policy; its id, or None when the queue is empty.
+
+        ReviewConflict ``too_many_claims`` when the reviewer already holds ``review_max_claims`` items.
+        """
+        claimed = await self._claim_next(args=[*self._common, policy, reviewer, self.lease_ms, self.max_claims])
+        if claimed == b"too_many_claims":
+            raise ReviewConflict("too_many_claims")
         return claimed.decode() if claimed else None
 
     async def claim(self, item_id: str, reviewer: str) -> None:
-        """Claim one item (or renew the caller's lease on it); ReviewConflict when it is not free."""
-        result = (await self._claim_one(args=[*self._common, item_id, reviewer, self.lease_ms])).decode()
+        """Claim one item (or renew the caller's lease on it); ReviewConflict when it is not free.
+
+        Also refused: a new claim beyond ``review_max_claims``, a renewal beyond ``review_max_renewals``.
+        """
+        result = (await self._claim_one(args=[*self._common, item_id, reviewer, self.lease_ms, self.max_claims,
+                                              self.max_renewals])).decode()
         if result != "ok":
             raise ReviewConflict(result)
 

@@ -31,6 +31,7 @@ end
 -- Give a claimed item back to its queue, at its original priority.
 local function requeue(now, key, id, policy, holder, actor, action)
   redis.call('HSET', key, 'status', 'queued', 'reviewer', '', 'lease_until', '0')
+  redis.call('SREM', prefix .. 'held:' .. holder, id)
   redis.call('ZREM', prefix .. 'leases:' .. policy, id)
   redis.call('ZADD', prefix .. 'queue:' .. policy, redis.call('HGET', key, 'priority'), id)
   audit(now, actor, action, id, policy, 'claimed by ' .. holder, 'queued', '')
@@ -55,16 +56,34 @@ local function find(id)
   return key, redis.call('HGET', key, 'policy')
 end
 
-local function take(now, key, id, policy, reviewer, lease_ms, previous)
+-- How many items a reviewer holds under a live lease (forgetting the ones they no longer hold).
+local function held(now, reviewer)
+  local set = prefix .. 'held:' .. reviewer
+  local count = 0
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    local state = redis.call('HMGET', prefix .. 'item:' .. id, 'status', 'reviewer', 'lease_until')
+    if state[1] == 'claimed' and state[2] == reviewer and tonumber(state[3]) > now then
+      count = count + 1
+    else
+      redis.call('SREM', set, id)
+    end
+  end
+  return count
+end
+
+-- Claim (renewals = 0) or renew (renewals = how many so far, this one included) an item's lease.
+local function take(now, key, id, policy, reviewer, lease_ms, previous, renewals)
   local lease_until = now + tonumber(lease_ms)
-  redis.call('HSET', key, 'status', 'claimed', 'reviewer', reviewer, 'lease_until', lease_until)
+  redis.call('HSET', key, 'status', 'claimed', 'reviewer', reviewer, 'lease_until', lease_until,
+             'renewals', renewals)
   redis.call('ZADD', prefix .. 'leases:' .. policy, lease_until, id)
-  audit(now, reviewer, 'claim', id, policy, previous, 'claimed', '')
+  redis.call('SADD', prefix .. 'held:' .. reviewer, id)
+  audit(now, reviewer, 'claim', id, policy, previous, 'claimed', renewals > 0 and ('renewal ' .. renewals) or '')
 end
 """
 
 # ARGV[4] item id, [5] policy, [6] priority, [7] item JSON, [8] JPEG or '', [9] the policy's decision,
-# [10] post id.
+# [10] post id, [11] user id.
 # Returns 1 when added, 0 when the item already exists (a redelivered post is not queued twice).
 ENQUEUE = _PRELUDE + """
 local id, policy = ARGV[4], ARGV[5]
@@ -76,15 +95,21 @@ redis.call('EXPIRE', key, ttl)
 if ARGV[8] ~= '' then redis.call('SET', prefix .. 'image:' .. id, ARGV[8], 'EX', ttl) end
 redis.call('ZADD', prefix .. 'queue:' .. policy, ARGV[6], id)
 redis.call('SADD', prefix .. 'policies', policy)
+local user_items = prefix .. 'user:' .. ARGV[11]
+redis.call('LPUSH', user_items, id)
+redis.call('LTRIM', user_items, 0, 49)
+redis.call('EXPIRE', user_items, ttl)
 audit(now_ms(), 'moderator', 'enqueue', id, policy, ARGV[9], 'queued', '')
 return 1
 """
 
-# ARGV[4] policy, [5] reviewer, [6] lease in ms. Returns the claimed item id, or nil when empty.
+# ARGV[4] policy, [5] reviewer, [6] lease in ms, [7] items one reviewer may hold.
+# Returns the claimed item id, nil when the queue is empty, or 'too_many_claims'.
 CLAIM_NEXT = _PRELUDE + """
 local policy, reviewer = ARGV[4], ARGV[5]
 local now = now_ms()
 reap(now, policy)
+if held(now, reviewer) >= tonumber(ARGV[7]) then return 'too_many_claims' end
 local queue = prefix .. 'queue:' .. policy
 while true do
   local popped = redis.call('ZPOPMIN', queue)
@@ -92,14 +117,15 @@ while true do
   local id = popped[1]
   local key = prefix .. 'item:' .. id
   if redis.call('HGET', key, 'status') == 'queued' then  -- skips items whose TTL ran out
-    take(now, key, id, policy, reviewer, ARGV[6], 'queued')
+    take(now, key, id, policy, reviewer, ARGV[6], 'queued', 0)
     return id
   end
 end
 """
 
-# ARGV[4] item id, [5] reviewer, [6] lease in ms. Claims that item, or renews the caller's own lease.
-# Returns 'ok', 'not_found', 'claimed' (by someone else) or 'decided'.
+# ARGV[4] item id, [5] reviewer, [6] lease in ms, [7] items one reviewer may hold, [8] renewals allowed.
+# Claims that item, or renews the caller's own lease.
+# Returns 'ok', 'not_found', 'claimed' (by someone else), 'decided', 'too_many_claims' or 'renewal_limit'.
 CLAIM_ONE = _PRELUDE + """
 local id, reviewer = ARGV[4], ARGV[5]
 local key, policy = find(id)
@@ -108,12 +134,15 @@ local now = now_ms()
 reap(now, policy)
 local status = redis.call('HGET', key, 'status')
 if status == 'claimed' and redis.call('HGET', key, 'reviewer') == reviewer then
-  take(now, key, id, policy, reviewer, ARGV[6], 'claimed by ' .. reviewer)
+  local renewals = tonumber(redis.call('HGET', key, 'renewals') or '0') + 1
+  if renewals > tonumber(ARGV[8]) then return 'renewal_limit' end
+  take(now, key, id, policy, reviewer, ARGV[6], 'claimed by ' .. reviewer, renewals)
   return 'ok'
 end
 if status ~= 'queued' then return status end
+if held(now, reviewer) >= tonumber(ARGV[7]) then return 'too_many_claims' end
 redis.call('ZREM', prefix .. 'queue:' .. policy, id)
-take(now, key, id, policy, reviewer, ARGV[6], 'queued')
+take(now, key, id, policy, reviewer, ARGV[6], 'queued', 0)
 return 'ok'
 """
 
@@ -148,6 +177,7 @@ redis.call('HSET', key, 'status', 'decided', 'lease_until', '0', 'outcome', ARGV
 redis.call('EXPIRE', key, ttl)
 redis.call('EXPIRE', prefix .. 'image:' .. id, ttl)
 redis.call('ZREM', prefix .. 'leases:' .. policy, id)
+redis.call('SREM', prefix .. 'held:' .. reviewer, id)
 redis.call('HSET', prefix .. 'outbox', id, ARGV[7])
 if ARGV[8] ~= '' then redis.call('HSET', prefix .. 'labels', id, ARGV[8]) end
 audit(now, reviewer, 'decide', id, policy, ARGV[9], ARGV[10], ARGV[11])

@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from moderator.review.app import create_app
-from moderator.review.auth import Accounts, demo_accounts
+from moderator.review.auth import NewUser, issue_user_token
 from moderator.review.context import open_review
+from moderator.review.models import Role
 from moderator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,10 +50,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[str]:
-    """Serve ``app`` on ``sock`` until the block exits; yields the base URL."""
+async def serving(app: FastAPI, sock: socket.socket, settings: Settings | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` on ``sock`` until the block exits (over HTTPS when ``settings`` name a certificate);
+    yields the base URL."""
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False)
+    tls = settings is not None and settings.review_tls_certfile is not None
+    # Forwarded headers are the app's business (only from MODERATOR_REVIEW_TRUSTED_PROXIES), not uvicorn's.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
+                            proxy_headers=False, ssl_certfile=settings.review_tls_certfile if tls else None,
+                            ssl_keyfile=settings.review_tls_keyfile if tls else None)
     server = _InLoopServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="review app")
     while not server.started:
@@ -59,18 +67,18 @@ async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[str]:
             raise RuntimeError("the review app stopped during start-up")
         await asyncio.sleep(0.02)
     try:
-        yield f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        yield f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
     finally:
         server.should_exit = True
         await task
         sock.close()
 
 
-async def run_review_app(settings: Settings, accounts: Accounts, stop: asyncio.Event) -> None:
+async def run_review_app(settings: Settings, stop: asyncio.Event) -> None:
     """`moderator review`: serve the app on the configured address until ``stop`` is set."""
-    async with open_review(settings, accounts) as context, \
-            serving(create_app(context), bind(settings.review_host, settings.review_port)) as url:
-        log.info("review app on %s (%d accounts)", url, len(accounts.users))
+    async with open_review(settings) as context, \
+            serving(create_app(context), bind(settings.review_host, settings.review_port), settings) as url:
+        log.info("review app on %s (%d API tokens)", url, len(await context.auth.tokens.list()))
         await stop.wait()
 
 
@@ -84,15 +92,20 @@ class DemoReview:
 
 @contextlib.asynccontextmanager
 async def demo_review_app(settings: Settings) -> AsyncIterator[DemoReview]:
-    """The review app for `moderator demo`: configured accounts, or a ``demo`` admin with a fresh token.
+    """The review app for `moderator demo`, with a ``demo`` admin holding a fresh token.
 
-    Listens on the configured port, or on a free one when that is taken.
+    Without a configured MODERATOR_REVIEW_TOKEN_SECRET the demo makes one for this run. Listens on
+    the configured port, or on a free one when that is taken.
     """
-    accounts, token = demo_accounts(settings)
-    login = f"demo / {token}" if token else "an account from MODERATOR_REVIEW_USERS"
+    if not settings.review_token_secret.get_secret_value():
+        settings = settings.model_copy(update={"review_token_secret": SecretStr(secrets.token_urlsafe(32))})
     try:
         sock = bind(settings.review_host, settings.review_port)
     except OSError:
         sock = bind(settings.review_host, 0)
-    async with open_review(settings, accounts) as context, serving(create_app(context), sock) as url:
-        yield DemoReview(url=url, login=login)
+    async with open_review(settings) as context, serving(create_app(context), sock, settings) as url:
+        issued = await issue_user_token(context.auth.tokens, NewUser(name="demo", role=Role.ADMIN, label="demo run"))
+        try:
+            yield DemoReview(url=url, login=f"demo / {issued.token.get_secret_value()}")
+        finally:
+            await context.auth.tokens.revoke(issued.record.token_id)
