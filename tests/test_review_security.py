@@ -11,7 +11,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from moderator.cli import app as cli
+from moderator.cli import build_app
 from moderator.review.middleware import MAX_BODY_BYTES
 from tests.conftest import Servers, make_settings
 from tests.review_helpers import TOKEN_SECRET, ReviewApp, enqueue, review_app
@@ -34,11 +34,12 @@ class Drip:
             yield b"username=a&token=" + b"x" * (CHUNK - 17)
 
 
-async def _login(review: ReviewApp, name: str, token: str) -> httpx.Response:
-    page = await review.client.get("/login")
+async def _login(review: ReviewApp, name: str, token: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    page = await review.client.get("/login", headers=headers)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf is not None
-    return await review.client.post("/login", data={"username": name, "token": token, "csrf": csrf.group(1)})
+    return await review.client.post("/login", data={"username": name, "token": token, "csrf": csrf.group(1)},
+                                    headers=headers)
 
 
 async def test_a_chunked_upload_to_login_is_cut_off_at_the_limit_with_bounded_memory(servers: Servers) -> None:
@@ -158,16 +159,16 @@ def test_the_cli_adds_a_user_prints_the_token_once_lists_and_revokes(servers: Se
     monkeypatch.setenv("MODERATOR_REDIS_URL", servers.redis_url)
     monkeypatch.setenv("MODERATOR_REVIEW_TOKEN_SECRET", TOKEN_SECRET.get_secret_value())
     runner = CliRunner()
-    added = runner.invoke(cli, ["review", "user", "add", "cli-dana", "--role", "admin"])
+    added = runner.invoke(build_app(), ["review", "user", "add", "cli-dana", "--role", "admin"])
     assert added.exit_code == 0, added.output
     token = added.stdout.strip().splitlines()[-1]
-    listed = runner.invoke(cli, ["review", "token", "list", "--name", "cli-dana"])
+    listed = runner.invoke(build_app(), ["review", "token", "list", "--name", "cli-dana"])
     assert listed.exit_code == 0 and "cli-dana  admin" in listed.stdout and token not in listed.stdout
     token_id = listed.stdout.split()[0]
-    assert runner.invoke(cli, ["review", "token", "revoke", token_id]).exit_code == 0
-    assert runner.invoke(cli, ["review", "token", "list", "--name", "cli-dana"]).stdout == ""
+    assert runner.invoke(build_app(), ["review", "token", "revoke", token_id]).exit_code == 0
+    assert runner.invoke(build_app(), ["review", "token", "list", "--name", "cli-dana"]).stdout == ""
     monkeypatch.setenv("MODERATOR_REVIEW_TOKEN_SECRET", "short")
-    refused = runner.invoke(cli, ["review", "user", "add", "cli-eve"])
+    refused = runner.invoke(build_app(), ["review", "user", "add", "cli-eve"])
     assert refused.exit_code == 2 and "MODERATOR_REVIEW_TOKEN_SECRET" in refused.output
 
 
@@ -183,7 +184,7 @@ async def test_https_and_trusted_proxies_get_secure_cookies_and_hsts(servers: Se
     async with review_app(make_settings(servers, review_trusted_proxies=["127.0.0.0/8"])) as proxied:
         page = await proxied.client.get("/login", headers=forwarded)
         assert "Secure" in page.headers["set-cookie"] and "strict-transport-security" in page.headers
-        await _login(proxied, "alice", "wrong")
+        await proxied.client.get("/api/me", headers={**forwarded, "Authorization": "Bearer wrong"})
         refused = await proxied.context.audit.recent(security=True)
         assert refused[0][0].detail == "from 203.0.113.9", "the client address comes from the trusted proxy"
 
@@ -197,7 +198,7 @@ async def test_claims_per_reviewer_and_renewals_per_item_are_capped(servers: Ser
         assert (await review.client.post("/api/queues/default/claim", headers=alice)).status_code == 200
         third = await review.client.post("/api/queues/default/claim", headers=alice)
         assert third.status_code == 429 and "decide or release one first" in third.json()["detail"]
-        held = [s.item_id for s in [await review.context.queue.get(i) for i in ids]
+        held = [s.item.item_id for s in [await review.context.queue.get(i) for i in ids]
                 if s is not None and s.reviewer == "alice"]
         free = next(i for i in ids if i not in held)
         assert (await review.client.post(f"/api/items/{free}/claim", headers=alice)).status_code == 429
