@@ -21,7 +21,7 @@ from moderator.review.app import create_app
 from moderator.review.auth import NewUser, issue_user_token
 from moderator.review.context import ReviewContext, open_review
 from moderator.review.keys import ReviewKeys
-from moderator.review.models import Role, item_id_for
+from moderator.review.models import PostView, ReviewItem, Role, item_id_for, severity_of
 from moderator.settings import Settings
 from moderator.testing.samples import b64, render_image
 
@@ -57,9 +57,11 @@ def review_decision(post_id: str, category: str = "scam", score: float = 0.7, po
 
 
 def post_json(post_id: str, text: str | None = "Earn $5000 a week from home", image: bool = True,
-              overlay: str = "earn $5000 a week") -> dict[str, object]:
+              overlay: str = "earn $5000 a week", user_id: str = "u-1",
+              metadata: dict[str, object] | None = None) -> dict[str, object]:
     """A post as the posts topic carries it, with a generated PNG."""
-    post: dict[str, object] = {"post_id": post_id, "user_id": "u-1", "created_at": "2026-11-25T10:00:00Z"}
+    post: dict[str, object] = {"post_id": post_id, "user_id": user_id, "created_at": "2026-11-25T10:00:00Z",
+                               "metadata": metadata or {}}
     if text:
         post["text"] = text
     if image:
@@ -74,6 +76,17 @@ async def enqueue(context: ReviewContext, post_id: str, category: str = "scam", 
                                   IngestLimits.from_settings(context.settings))
     await context.queue.enqueue(valid, review_decision(post_id, category, score, policy))
     return item_id_for(post_id)
+
+
+async def enqueue_url_post(context: ReviewContext, post_id: str, url: str, user_id: str = "u-1") -> str:
+    """Queue a post whose image was referenced by URL (stored without a review image, as when its fetch failed)."""
+    post = PostView(post_id=post_id, user_id=user_id, created_at=datetime(2026, 11, 25, 9, 30, tzinfo=UTC),
+                    image_url=url)
+    decision = review_decision(post_id)
+    item = ReviewItem(item_id=item_id_for(post_id), post=post, decision=decision, entered_at=datetime.now(UTC),
+                      severity=severity_of(decision))
+    await context.queue.add(item, None)
+    return item.item_id
 
 
 @dataclass

@@ -192,6 +192,7 @@ class QueueEntry(BaseModel):
     user_id: str
     text: str | None
     has_image: bool
+    image_url: str | None = None
     created_at: datetime | None = None
     severity: float
     rules: list[str]

@@ -132,7 +132,8 @@ class RedisReviewQueue:
             item = ReviewItem.model_validate_json(raw)
             text = item.post.text[:LIST_TEXT_CHARS] if item.post.text else None
             entries.append(QueueEntry(item_id=item_id, post_id=item.post.post_id, user_id=item.post.user_id, text=text,
-                                      has_image=item.post.has_image, created_at=item.post.created_at,
+                                      has_image=item.post.has_image, image_url=item.post.image_url,
+                                      created_at=item.post.created_at,
                                       severity=item.severity, rules=[r.rule for r in item.decision.reasons],
                                       entered_at=item.entered_at))
         return entries

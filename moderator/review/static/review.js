@@ -36,12 +36,16 @@ function toast(message, kind) {
   toast.timer = setTimeout(() => { box.className = "toast"; }, 2500);
 }
 
-function ago(iso) {
+function duration(iso) {
   const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-  if (seconds < 60) return `${Math.round(seconds)} s ago`;
-  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
-  return `${(seconds / 3600).toFixed(1)} h ago`;
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86400).toFixed(1)} days`;
 }
+
+// Times as the audit log shows them: UTC, ISO date and time.
+const utc = (iso) => (iso ? `${new Date(iso).toISOString().slice(0, 19).replace("T", " ")} UTC` : "unknown");
 
 const imageUrl = (itemId) => `/api/items/${itemId}/image`;
 
@@ -64,6 +68,12 @@ async function loadQueue() {
   if (!state.policy) { list.replaceChildren(); $("count").textContent = "0"; return; }
   const entries = await api("GET", `/api/queues/${encodeURIComponent(state.policy)}/items?limit=100`);
   $("count").textContent = String(entries.length);
+  // Reposts carry the same text (and an image or not): mark them, so the list tells them apart.
+  const same = new Map();
+  for (const entry of entries) {
+    const key = `${entry.has_image}|${entry.text || ""}`;
+    same.set(key, (same.get(key) || 0) + 1);
+  }
   list.replaceChildren(...entries.map((entry) => {
     const row = el("li", null, "queue-entry");
     row.dataset.itemId = entry.item_id;
@@ -74,12 +84,16 @@ async function loadQueue() {
       thumb.alt = "";
       thumb.loading = "lazy";
       row.append(thumb);
-    } else {
-      row.append(el("div", "Aa", "thumb text-thumb"));
+    } else {  // no stored image: a text post, or an image we only know by its URL
+      row.append(el("div", entry.image_url ? "URL" : "Aa", "thumb text-thumb"));
     }
     const body = el("div", null, "entry-body");
-    body.append(el("p", entry.text || "(image only)", "entry-text"));
-    body.append(el("p", `${entry.rules.join(", ") || "no rule"} · ${Math.round(entry.severity * 100)}% · ${ago(entry.entered_at)}`, "dim"));
+    body.append(el("p", entry.text || "(image only)", entry.text ? "entry-text" : "entry-text dim"));
+    const who = el("p", `${entry.post_id} · ${entry.user_id} · posted ${utc(entry.created_at)} `, "dim mono entry-id");
+    const copies = same.get(`${entry.has_image}|${entry.text || ""}`);
+    if (copies > 1) who.append(el("span", `1 of ${copies} alike`, "badge"));
+    body.append(who);
+    body.append(el("p", `${entry.rules.join(", ") || "no rule"} · ${Math.round(entry.severity * 100)}% · waiting ${duration(entry.entered_at)}`, "dim"));
     row.append(body);
     row.addEventListener("click", () => claim(entry.item_id));
     return row;
@@ -110,16 +124,25 @@ function showItem(view) {
   $("empty").hidden = true;
   $("item").hidden = false;
   const image = $("item-image");
-  image.hidden = !item.post.has_image;
-  $("no-image").hidden = item.post.has_image;
-  if (item.post.has_image) image.src = imageUrl(item.item_id);
+  const { post } = item;
+  image.hidden = !post.has_image;
+  $("no-image").hidden = post.has_image || !post.text;
+  $("image-only").hidden = Boolean(post.text);
+  if (post.has_image) image.src = imageUrl(item.item_id);
   else image.removeAttribute("src");
-  $("item-text").textContent = item.post.text || "(no text)";
-  $("meta-post").textContent = item.post.post_id;
-  $("meta-user").textContent = item.post.user_id;
+  $("item-text").textContent = post.text || "";
+  $("item-text").hidden = !post.text;
+  $("meta-post").textContent = post.post_id;
+  $("meta-user").textContent = post.user_id;
+  $("meta-created").textContent = utc(post.created_at);
+  $("meta-image-url").textContent = post.image_url || (post.has_image ? "sent inline" : "none");
   $("meta-policy").textContent = `${decision.policy.name} v${decision.policy.version}`;
   $("meta-model").textContent = `${decision.model.name} ${decision.model.version}`;
-  $("meta-entered").textContent = ago(item.entered_at);
+  $("meta-waited").textContent = `${duration(item.entered_at)} (since ${utc(item.entered_at)})`;
+  const metadata = Object.entries(post.metadata || {});
+  $("metadata").replaceChildren(...(metadata.length ? metadata.flatMap(([key, value]) =>
+    [el("dt", key), el("dd", typeof value === "string" ? value : JSON.stringify(value))])
+    : [el("dt", "none", "dim")]));
 
   const fired = new Map(decision.reasons.map((r) => [r.category, r]));
   $("rules").replaceChildren(...(decision.reasons.length ? decision.reasons.map((r) =>
@@ -151,13 +174,26 @@ function showItem(view) {
   for (const row of document.querySelectorAll(".queue-entry")) {
     row.classList.toggle("current", row.dataset.itemId === item.item_id);
   }
-  loadHistory(item.item_id);
+  run(() => loadHistory(item.item_id));
+  run(() => loadUserPosts(item.item_id));
 }
 
 async function loadHistory(itemId) {
   const entries = await api("GET", `/api/items/${itemId}/history`);
   $("history").replaceChildren(...entries.map((e) =>
-    el("li", `${new Date(e.at).toLocaleTimeString()} ${e.actor} ${e.action}${e.outcome ? ` → ${e.outcome}` : ""}${e.detail ? `: ${e.detail}` : ""}`)));
+    el("li", `${utc(e.at)} ${e.actor} ${e.action}${e.outcome ? ` → ${e.outcome}` : ""}${e.detail ? `: ${e.detail}` : ""}`)));
+}
+
+async function loadUserPosts(itemId) {
+  const posts = await api("GET", `/api/items/${itemId}/user-posts`);
+  $("user-posts").replaceChildren(...(posts.length ? posts.map((p) => {
+    const row = el("li", null, "user-post");
+    row.dataset.itemId = p.item_id;
+    row.append(el("span", `${utc(p.created_at)} `, "dim"), el("span", `${p.post_id} `, "mono"),
+      el("span", `“${p.text || "(image only)"}” `),
+      el("span", `policy: ${p.policy_action} · ${p.outcome ? `reviewed: ${p.outcome}` : p.status}`, "dim"));
+    return row;
+  }) : [el("li", "none", "dim")]));
 }
 
 async function run(action) {
