@@ -226,3 +226,13 @@ async def test_422_answers_say_where_and_why_without_echoing_the_input(servers: 
         assert {tuple(e["loc"]) for e in answer.json()["detail"]} == {("action",), ("label",), ("note",)}
         path = await review.client.get("/api/queues/" + "p" * 300 + "/items", headers=review.bearer("alice"))
         assert path.status_code == 422 and "ppp" not in path.text
+
+
+async def test_the_audit_page_shows_failed_sign_ins_apart_with_the_attempted_name(servers: Servers) -> None:
+    async with review_app(make_settings(servers)) as review:
+        await _login(review, "<b>ana</b>", "guess")
+        page = await review.client.get("/audit?security=true", headers=review.bearer("root"))
+        assert page.status_code == 200 and "Failed sign-ins" in page.text
+        assert "(unauthenticated)" in page.text and "tried “&lt;b&gt;ana&lt;/b&gt;”" in page.text
+        audit = await review.client.get("/audit", headers=review.bearer("root"))
+        assert "ana" not in audit.text
