@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from moderator.cli import build_app
 from moderator.review.middleware import MAX_BODY_BYTES
+from moderator.review.server import demo_review_app
 from tests.conftest import Servers, make_settings
 from tests.review_helpers import TOKEN_SECRET, ReviewApp, enqueue, review_app
 
@@ -236,3 +237,18 @@ async def test_the_audit_page_shows_failed_sign_ins_apart_with_the_attempted_nam
         assert "(unauthenticated)" in page.text and "tried “&lt;b&gt;ana&lt;/b&gt;”" in page.text
         audit = await review.client.get("/audit", headers=review.bearer("root"))
         assert "ana" not in audit.text
+
+
+async def test_the_demo_gets_an_admin_with_a_fresh_token_revoked_when_it_ends(servers: Servers) -> None:
+    settings = make_settings(servers, review_port=0)
+    logins = []
+    for _ in range(2):
+        async with demo_review_app(settings) as demo:
+            name, token = demo.login.split(" / ")
+            logins.append(token)
+            async with httpx.AsyncClient(base_url=demo.url) as client:
+                me = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+                assert me.json() == {"name": "demo", "role": "admin"}
+                tokens = (await client.get("/api/tokens", headers={"Authorization": f"Bearer {token}"})).json()
+                assert [t["subject"] for t in tokens if t["label"] == "demo run"] == ["demo"], "the last run's was revoked"
+    assert logins[0] != logins[1]
