@@ -169,8 +169,10 @@ def test_the_cli_adds_a_user_prints_the_token_once_lists_and_revokes(servers: Se
     assert runner.invoke(build_app(), ["review", "token", "revoke", token_id]).exit_code == 0
     assert runner.invoke(build_app(), ["review", "token", "list", "--name", "cli-dana"]).stdout == ""
     monkeypatch.setenv("MODERATOR_REVIEW_TOKEN_SECRET", "short")
+    monkeypatch.setenv("MODERATOR_REVIEW_USERS", '[{"name": "old", "token": "configured-token-123"}]')
     refused = runner.invoke(build_app(), ["review", "user", "add", "cli-eve"])
     assert refused.exit_code == 2 and "MODERATOR_REVIEW_TOKEN_SECRET" in refused.output
+    assert "MODERATOR_REVIEW_USERS(_FILE) is ignored" in refused.output
 
 
 async def test_https_and_trusted_proxies_get_secure_cookies_and_hsts(servers: Servers) -> None:

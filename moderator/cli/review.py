@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -74,6 +75,9 @@ def export_labels(
 def _check_secret(settings: Settings) -> None:
     from moderator.review.tokens import MIN_SECRET_CHARS
 
+    if any(os.environ.get(name) for name in ("MODERATOR_REVIEW_USERS", "MODERATOR_REVIEW_USERS_FILE")):
+        typer.echo("MODERATOR_REVIEW_USERS(_FILE) is ignored: issue tokens with `moderator review user add` "
+                   "(docs/review.md, Upgrading)", err=True)
     if len(settings.review_token_secret.get_secret_value()) < MIN_SECRET_CHARS:
         raise typer.BadParameter(f"set MODERATOR_REVIEW_TOKEN_SECRET to a secret of {MIN_SECRET_CHARS}+ characters "
                                  "(the same for the app and these commands)")
