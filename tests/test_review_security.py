@@ -3,19 +3,29 @@ flooding, stolen or leaked tokens, plain HTTP behind proxies, queue hoarding, ec
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import ssl
 import tracemalloc
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from moderator.cli import build_app
+from moderator.review.app import create_app
+from moderator.review.context import open_review
 from moderator.review.middleware import MAX_BODY_BYTES
-from moderator.review.server import demo_review_app
+from moderator.review.server import bind, demo_review_app, serving
 from tests.conftest import Servers, make_settings
-from tests.review_helpers import TOKEN_SECRET, ReviewApp, enqueue, review_app
+from tests.review_helpers import TOKEN_SECRET, ReviewApp, enqueue, isolated_keys, review_app, with_secret
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +264,31 @@ async def test_the_demo_gets_an_admin_with_a_fresh_token_revoked_when_it_ends(se
                 tokens = (await client.get("/api/tokens", headers={"Authorization": f"Bearer {token}"})).json()
                 assert [t["subject"] for t in tokens if t["label"] == "demo run"] == ["demo"], "the last run's was revoked"
     assert logins[0] != logins[1]
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, valid for a day."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_served_over_tls_the_app_sets_secure_cookies_and_hsts(servers: Servers, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    settings = with_secret(make_settings(servers), review_tls_certfile=cert, review_tls_keyfile=key)
+    async with open_review(settings, isolated_keys()) as context, \
+            serving(create_app(context), bind("127.0.0.1", 0), settings) as url:
+        assert url.startswith("https://")
+        async with httpx.AsyncClient(base_url=url, verify=ssl.create_default_context(cafile=str(cert))) as client:
+            page = await client.get("/login")
+        assert page.status_code == 200 and "Secure" in page.headers["set-cookie"]
+        assert page.headers["strict-transport-security"].startswith("max-age=")
