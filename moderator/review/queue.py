@@ -143,7 +143,9 @@ class RedisReviewQueue:
         posts = []
         for raw_id in await self.redis.lrange(self.keys.user_items(user_id), 0, -1):
             item_id = raw_id.decode()
-            if item_id == exclude or len(posts) == limit:
+            if len(posts) == limit:
+                break
+            if item_id == exclude:
                 continue
             state = await self.get(item_id)
             if state is None:  # expired
