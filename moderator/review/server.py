@@ -51,14 +51,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def serving(app: FastAPI, sock: socket.socket, settings: Settings | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` on ``sock`` until the block exits (over HTTPS when ``settings`` name a certificate);
-    yields the base URL."""
+    """Serve ``app`` on ``sock`` until the block exits; yields the base URL.
+
+    Over HTTPS when ``settings`` name a certificate (MODERATOR_REVIEW_TLS_CERTFILE and _KEYFILE).
+    """
     host, port = sock.getsockname()[:2]
-    tls = settings is not None and settings.review_tls_certfile is not None
+    certfile = settings.review_tls_certfile if settings is not None else None
+    keyfile = settings.review_tls_keyfile if settings is not None else None
     # Forwarded headers are the app's business (only from MODERATOR_REVIEW_TRUSTED_PROXIES), not uvicorn's.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                            proxy_headers=False, ssl_certfile=settings.review_tls_certfile if tls else None,
-                            ssl_keyfile=settings.review_tls_keyfile if tls else None)
+                            proxy_headers=False, ssl_certfile=certfile, ssl_keyfile=keyfile)
     server = _InLoopServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="review app")
     while not server.started:
@@ -67,7 +69,7 @@ async def serving(app: FastAPI, sock: socket.socket, settings: Settings | None =
             raise RuntimeError("the review app stopped during start-up")
         await asyncio.sleep(0.02)
     try:
-        yield f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+        yield f"{'https' if certfile else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
     finally:
         server.should_exit = True
         await task
