@@ -16,7 +16,7 @@ from PIL import Image
 from moderator.client import read_topic
 from moderator.evaldata import read_labeled
 from moderator.review.labels import export_labels
-from moderator.review.models import ItemState, ReviewerDecision, Verdict
+from moderator.review.models import ItemState, ReviewerDecision, ReviewVerdict
 from moderator.settings import Settings
 from tests.conftest import Servers, make_settings
 from tests.review_helpers import enqueue, isolated_keys, review_app
@@ -286,7 +286,7 @@ async def test_a_decision_left_in_the_outbox_is_published_by_the_drain(review_se
     async with review_app(review_settings, keys) as review:
         item_id = await enqueue(review.context, "rv-outbox-1", image=False)
         await review.context.queue.claim(item_id, "alice")
-        decision = await review.context.queue.decide(item_id, "alice", Verdict(action="allow", label="benign"))
+        decision = await review.context.queue.decide(item_id, "alice", ReviewVerdict(action="allow", label="benign"))
         # As if the app died before publishing: the entry is in the outbox and older than a drain round.
         stale = decision.model_copy(update={"decided_at": decision.decided_at - timedelta(minutes=1)})
         redis = review.context.queue.redis

@@ -98,7 +98,7 @@ def severity_of(decision: Decision) -> float:
     return max((r.score for r in decision.reasons), default=0.0)
 
 
-class Verdict(BaseModel):
+class ReviewVerdict(BaseModel):
     """A reviewer's decision on one item (the body of ``POST /api/items/{id}/decide``)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -229,7 +229,7 @@ class LabelRecord(BaseModel):
     policy: str
 
 
-def training_labels(item: ReviewItem, verdict: Verdict) -> dict[str, int]:
+def training_labels(item: ReviewItem, verdict: ReviewVerdict) -> dict[str, int]:
     """Per-category 0/1 labels a verdict implies; empty when it says nothing about categories."""
     if verdict.action == "allow":
         return {c: 0 for c in item.categories} if verdict.label == "benign" else {}

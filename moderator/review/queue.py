@@ -33,8 +33,8 @@ from moderator.review.models import (
     ReviewerDecision,
     ReviewItem,
     ReviewOutcome,
+    ReviewVerdict,
     UserPost,
-    Verdict,
     item_id_for,
     severity_of,
     training_labels,
@@ -206,7 +206,7 @@ class RedisReviewQueue:
         if result != "ok":
             raise ReviewConflict(result)
 
-    async def decide(self, item_id: str, reviewer: str, verdict: Verdict) -> ReviewerDecision:
+    async def decide(self, item_id: str, reviewer: str, verdict: ReviewVerdict) -> ReviewerDecision:
         """Record a reviewer's verdict on an item they hold; queues its decision for publishing.
 
         The decision, the training label and the audit entry are written in one transaction, and

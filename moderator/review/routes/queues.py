@@ -6,7 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from moderator.review.models import AuditEntry, DecideResult, ItemState, QueueEntry, QueueStats, Role, UserPost, Verdict
+from moderator.review.models import (
+    AuditEntry,
+    DecideResult,
+    ItemState,
+    QueueEntry,
+    QueueStats,
+    ReviewVerdict,
+    Role,
+    UserPost,
+)
 from moderator.review.queue import ReviewConflict
 from moderator.review.routes.deps import Caller, Context, ItemId, PolicyName, conflict, item_state, json_body
 
@@ -81,7 +90,7 @@ async def release(item_id: ItemId, caller: Caller, context: Context) -> ItemStat
 
 @router.post("/items/{item_id}/decide")
 async def decide(item_id: ItemId, caller: Caller, context: Context,
-                 verdict: Annotated[Verdict, Depends(json_body(Verdict))]) -> DecideResult:
+                 verdict: Annotated[ReviewVerdict, Depends(json_body(ReviewVerdict))]) -> DecideResult:
     """Allow or block an item you hold; the decision goes to the decisions topic."""
     try:
         decision = await context.queue.decide(item_id, caller.name, verdict)
