@@ -5,6 +5,17 @@ from __future__ import annotations
 import importlib
 
 import typer
+from typer.core import TyperOption
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx: typer.Context) -> str | None:
+    # Typer 0.29 prints "<bool>" after every flag (--json, --help), which reads as if the flag took a value.
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Real-time content moderation over Kafka.")
 

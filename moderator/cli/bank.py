@@ -8,15 +8,19 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from moderator.banks.schema import BankKind
 from moderator.banks.store import BankError, BankStore
+from moderator.cli.errors import fail
+from moderator.cli.output import stdout_console
 from moderator.settings import Settings
 
-console = Console()
+console = stdout_console()
 T = TypeVar("T")
+
+NO_REDIS = ("banks live in Redis: set MODERATOR_REDIS_URL=redis://HOST:PORT (README, \"Running Redis\", "
+            "starts one)")
 
 NameArgument = Annotated[str, typer.Argument(help="Bank name (policies refer to it: {bank: NAME})")]
 
@@ -25,10 +29,13 @@ def _run(operation: Callable[[BankStore], Awaitable[T]]) -> T:
     """Run one operation against the configured Redis; BankError becomes a clean exit code 1."""
     from moderator.service import connect_redis
 
+    settings = Settings()
+    if not settings.redis_url:
+        fail(NO_REDIS)
+
     async def go() -> T:
-        redis = connect_redis(Settings())
-        if redis is None:
-            raise typer.BadParameter("set MODERATOR_REDIS_URL: banks live in Redis")
+        redis = connect_redis(settings)
+        assert redis is not None
         try:
             return await operation(BankStore(redis))
         finally:
@@ -51,12 +58,12 @@ def hash_item(item: str, kind: BankKind, settings: Settings) -> str:
     if not path.is_file():
         try:
             return normalise_hash(item)
-        except ValueError as exc:
-            raise typer.BadParameter(f"{item!r} is neither an image file nor a 64-hex-digit hash") from exc
+        except ValueError:
+            fail(f"{item}: neither an image file nor a 64-hex-digit hash")
     try:
         return image_bank_hash(path.read_bytes(), kind, IngestLimits.from_settings(settings).image)
     except ValueError as exc:
-        raise typer.BadParameter(f"{item}: {exc}") from exc
+        fail(f"{item}: {exc}")
 
 
 def add(

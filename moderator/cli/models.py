@@ -13,20 +13,25 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from moderator.cli.errors import fail, policy_errors, read_image_file
+from moderator.cli.output import stdout_console
 from moderator.model.base import HeadSpec
 from moderator.settings import Settings
 
 if TYPE_CHECKING:
+    from moderator.evaldata import LabeledPost
     from moderator.model.evaluation import CategoryMetrics
 
-console = Console()
+console = stdout_console()
 # Progress lines go to stderr so that `--json` and `--markdown` output can be redirected as is.
 status = Console(stderr=True)
 
-PolicyDirOption = Annotated[Path | None, typer.Option("--policy-dir", help="Policy directory [default: settings]")]
-PolicyOption = Annotated[str | None, typer.Option("--policy", help="Policy name [default: 'default' or the only one]")]
+PolicyDirOption = Annotated[
+    Path | None, typer.Option("--policy-dir", help="Policy directory (default: MODERATOR_POLICY_DIR or ./policies)")
+]
+PolicyOption = Annotated[str | None, typer.Option("--policy", help="Policy name (default: 'default' or the only one)")]
 HeadsDirOption = Annotated[
-    Path | None, typer.Option("--heads-dir", help="Trained heads [default: MODERATOR_HEADS_DIR]")
+    Path | None, typer.Option("--heads-dir", help="Trained heads (default: MODERATOR_HEADS_DIR)")
 ]
 
 
@@ -43,12 +48,24 @@ def _settings(policy_dir: Path | None, heads_dir: Path | None) -> Settings:
 def _head_spec(settings: Settings, name: str | None) -> HeadSpec:
     from moderator.policy.loader import load_policy_dir
 
-    policies = load_policy_dir(settings.policy_dir)
+    with policy_errors(settings.policy_dir):
+        policies = load_policy_dir(settings.policy_dir)
     if name is None:
         name = "default" if "default" in policies or len(policies) != 1 else next(iter(policies))
     if name not in policies:
-        raise typer.BadParameter(f"no policy {name!r} in {settings.policy_dir} (have: {', '.join(sorted(policies))})")
+        fail(f"--policy {name}: no such policy in {settings.policy_dir} (have: {', '.join(sorted(policies))})")
     return policies[name].head_spec()
+
+
+def _read_labeled(path: Path) -> list[LabeledPost]:
+    from moderator.evaldata import read_labeled
+
+    try:
+        return read_labeled(path)
+    except FileNotFoundError:
+        fail(f"--data {path}: no such file")
+    except (OSError, ValueError) as exc:  # read_labeled's ValueError names file:line
+        fail(f"{exc}; each line is {{\"post\": {{...}}, \"labels\": {{\"category\": 0 or 1}}}}")
 
 
 def classify(
@@ -60,18 +77,23 @@ def classify(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
     """Score one image and/or text locally with the configured model (offline stack by default)."""
+    from moderator.ingest.errors import IngestError
     from moderator.ingest.images import ImageLimits, decode_image
     from moderator.model.base import ModelInput
     from moderator.model.loader import load_classifier
 
     if image is None and not text:
-        raise typer.BadParameter("give --image, --text or both")
+        fail("nothing to score: give --image FILE, --text TEXT or both")
     settings = _settings(policy_dir, heads_dir)
+    spec = _head_spec(settings, policy)
     decoded = None
     if image is not None:
         limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side)
-        decoded = decode_image(image.read_bytes(), limits)
-    classifier = load_classifier(settings, _head_spec(settings, policy))
+        try:
+            decoded = decode_image(read_image_file(image), limits)
+        except IngestError as exc:
+            fail(f"--image {image}: {exc.detail}; give a JPEG, PNG, GIF or WebP file")
+    classifier = load_classifier(settings, spec)
     scores = classifier.score_batch([ModelInput(text=text, image=decoded)])[0]
     info = classifier.info
     if as_json:
@@ -88,9 +110,9 @@ def classify(
 
 
 def train(
-    data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL [default: shipped train split]")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL (default: shipped train split)")] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Heads directory [default: MODERATOR_HEADS_DIR or ./heads]")
+        Path | None, typer.Option("--out", help="Heads directory (default: MODERATOR_HEADS_DIR or ./heads)")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Head file name")] = "task-head",
     kind: Annotated[str, typer.Option("--kind", help="linear or mlp")] = "linear",
@@ -99,19 +121,19 @@ def train(
     policy: PolicyOption = None,
 ) -> None:
     """Train a task head (and zero-shot calibration) on frozen features of the active encoder."""
-    from moderator.evaldata import TRAIN_PATH, label_matrix, read_labeled
+    from moderator.evaldata import TRAIN_PATH, label_matrix
     from moderator.model.calibration import CALIBRATION_FILE
     from moderator.model.evaluation import category_metrics, encode_examples, fit_heads
     from moderator.model.loader import load_classifier
     from moderator.model.scoring import HeadStack
 
     if kind not in ("linear", "mlp"):
-        raise typer.BadParameter("--kind must be linear or mlp")
+        fail(f"--kind {kind}: must be linear or mlp")
     settings = _settings(policy_dir, None).model_copy(update={"heads_dir": None})
     out_dir = out or Settings().heads_dir or Path("heads")
     data_path = data or TRAIN_PATH
     spec = _head_spec(settings, policy)
-    examples = read_labeled(data_path)
+    examples = _read_labeled(data_path)
     classifier = load_classifier(settings, spec)
     status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
     encoded = encode_examples(classifier, examples)
@@ -141,7 +163,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def evaluate(
-    data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL [default: shipped test split]")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL (default: shipped test split)")] = None,
     heads_dir: HeadsDirOption = None,
     target_precision: Annotated[float, typer.Option(help="Report the threshold reaching this precision")] = 0.9,
     threshold: Annotated[float, typer.Option(help="Decision threshold for precision/recall/F1")] = 0.5,
@@ -150,7 +172,7 @@ def evaluate(
     policy: PolicyOption = None,
 ) -> None:
     """Per-category precision, recall, F1 and ROC-AUC of zero-shot and trained heads on labeled posts."""
-    from moderator.evaldata import TEST_PATH, label_matrix, read_labeled
+    from moderator.evaldata import TEST_PATH, label_matrix
     from moderator.model.evaluation import category_metrics, encode_examples, image_text_auc
     from moderator.model.loader import load_classifier
     from moderator.model.scoring import HeadStack
@@ -158,7 +180,7 @@ def evaluate(
     settings = _settings(policy_dir, heads_dir)
     spec = _head_spec(settings, policy)
     data_path = data or TEST_PATH
-    examples = read_labeled(data_path)
+    examples = _read_labeled(data_path)
     classifier = load_classifier(settings.model_copy(update={"heads_dir": None}), spec)
     status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
     encoded = encode_examples(classifier, examples)

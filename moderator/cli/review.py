@@ -28,8 +28,8 @@ review_app.add_typer(token_app, name="token")
 @review_app.callback(invoke_without_command=True)
 def review(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Listen address [default: MODERATOR_REVIEW_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port [default: MODERATOR_REVIEW_PORT]")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: MODERATOR_REVIEW_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: MODERATOR_REVIEW_PORT)")] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Run the review web app and API on the configured Redis and Kafka (accounts: `review user add`)."""
