@@ -20,12 +20,14 @@ def bench(
 ) -> None:
     """Bare model vs pipeline vs naive loop vs cache hits, measured in one run on the same broker."""
     from rich.console import Console
+    from transformers.utils import logging as hf_logging
 
     from moderator.bench.report import plot, print_report, write_json
     from moderator.bench.suite import BenchPlan, run_model_suite
     from moderator.embedded.servers import endpoints_or_embedded
 
     logging.basicConfig(level=logging.WARNING)
+    hf_logging.disable_progress_bar()  # saving the tiny test model drew a "Writing model shards" bar
     console = Console()
     plan = BenchPlan.make(quick, max_batch_size)
     reports = []
