@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from redis.exceptions import RedisError
 from rich.table import Table
 
 from moderator.banks.schema import BankKind
@@ -26,7 +27,7 @@ NameArgument = Annotated[str, typer.Argument(help="Bank name (policies refer to 
 
 
 def _run(operation: Callable[[BankStore], Awaitable[T]]) -> T:
-    """Run one operation against the configured Redis; BankError becomes a clean exit code 1."""
+    """Run one operation against the configured Redis; a bank or Redis problem ends with one line, exit 2."""
     from moderator.service import connect_redis
 
     settings = Settings()
@@ -44,8 +45,9 @@ def _run(operation: Callable[[BankStore], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except BankError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from exc
+        fail(str(exc))
+    except RedisError as exc:
+        fail(f"cannot reach Redis at {settings.redis_url} ({exc}): start it, or fix MODERATOR_REDIS_URL")
 
 
 def hash_item(item: str, kind: BankKind, settings: Settings) -> str:
@@ -78,8 +80,8 @@ def add(
     settings = Settings()
 
     async def operation(store: BankStore) -> tuple[int, BankKind]:
+        hashes = [hash_item(item, kind, settings) for item in items]  # a bad file creates no bank
         info = await store.create(name, kind, description)
-        hashes = [hash_item(item, info.kind, settings) for item in items]
         return await store.add(name, hashes, label), info.kind
 
     added, bank_kind = _run(operation)

@@ -245,7 +245,12 @@ def backtest(
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
-    records = read_jsonl(scores) if scores is not None else asyncio.run(_recorded(settings, since, until, group))
+    from redis.exceptions import RedisError
+
+    try:
+        records = read_jsonl(scores) if scores is not None else asyncio.run(_recorded(settings, since, until, group))
+    except RedisError as exc:
+        fail(f"cannot reach Redis at {settings.redis_url} ({exc}): start it, or fix MODERATOR_REDIS_URL")
     report = run_backtest(policy, records, all_policies=all_policies, examples_per_category=examples)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
