@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 
 import typer
 from typer.core import TyperOption
@@ -32,4 +33,9 @@ def build_app() -> typer.Typer:
 
 def main() -> None:
     """Entry point of the `moderator` script."""
-    build_app()()
+    from moderator.cli.errors import exit_interrupted
+
+    previous = signal.signal(signal.SIGINT, exit_interrupted)  # Ctrl-C while the commands import: exit 130, quietly
+    cli = build_app()
+    signal.signal(signal.SIGINT, previous)
+    cli()

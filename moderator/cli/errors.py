@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -47,3 +48,8 @@ def read_image_file(path: Path) -> bytes:
         fail(f"--image {path}: is a directory; give an image file (JPEG, PNG, GIF or WebP)")
     except OSError as exc:
         fail(f"--image {path}: cannot read: {exc.strerror or exc}")
+
+
+def exit_interrupted(signum: int, _frame: object) -> None:
+    """A signal handler for while nothing needs cleaning up (modules importing): exit at once, quietly."""
+    os._exit(128 + signum)

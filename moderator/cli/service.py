@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 
 import typer
 
-from moderator.cli.errors import fail, policy_errors
+from moderator.cli.errors import exit_interrupted, fail, policy_errors
 from moderator.settings import Settings
 
 
@@ -29,11 +32,21 @@ def demo(
     count: int = typer.Option(24, "--count", "-n", min=1, help="Sample posts to produce before exiting."),
 ) -> None:
     """Start an embedded broker and Redis, the service, produce sample posts and print their decisions."""
-    from moderator.demo import demo as run
+    # Until the demo installs its own handler nothing is started: Ctrl-C while torch and the rest import just exits.
+    previous = signal.signal(signal.SIGINT, exit_interrupted)
+    try:
+        from moderator.demo import demo as run
 
-    settings = Settings()
-    with policy_errors(settings.policy_dir):
-        run(settings, count)
+        settings = Settings()
+        with policy_errors(settings.policy_dir):
+            code = run(settings, count)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if code:
+        # Interrupted: the servers are stopped; a model still loading or scoring on a worker thread is not waited for.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def register(app: typer.Typer) -> None:
