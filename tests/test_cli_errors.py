@@ -147,3 +147,21 @@ def test_help_shows_no_type_after_flags() -> None:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "<bool>" not in result.output, path
+
+
+def test_review_without_its_servers_or_token_secret_says_which_settings(in_empty_dir: Path) -> None:
+    _fails_with_one_line(["review"], "MODERATOR_REDIS_URL", "MODERATOR_KAFKA_BOOTSTRAP",
+                         env={"MODERATOR_KAFKA_BOOTSTRAP": ""})
+    _fails_with_one_line(["review"], "MODERATOR_REVIEW_TOKEN_SECRET", env={
+        "MODERATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1", "MODERATOR_REDIS_URL": "redis://127.0.0.1:1/0",
+        "MODERATOR_REVIEW_TOKEN_SECRET": ""})
+    _fails_with_one_line(["review", "export-labels", "labels.jsonl"], "MODERATOR_REDIS_URL")
+
+
+def test_bench_with_an_unknown_model_names_the_choices() -> None:
+    _fails_with_one_line(["bench", "--quick", "--model", "nonsense"], "--model nonsense", "tiny", "offline")
+
+
+def test_policy_validate_of_a_missing_file_says_so(tmp_path: Path) -> None:
+    result = runner.invoke(build_app(), ["policy", "validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1 and result.stderr.strip() == f"{tmp_path / 'nope.yaml'}: No such file or directory"

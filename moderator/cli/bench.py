@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from moderator.cli.errors import fail
 from moderator.settings import Settings
 
 
@@ -26,6 +27,9 @@ def bench(
     from moderator.bench.suite import BenchPlan, run_model_suite
     from moderator.embedded.servers import endpoints_or_embedded
 
+    for name in models:
+        if name not in ("tiny", "offline") and not Path(name).is_dir():
+            fail(f"--model {name}: not 'tiny', 'offline' or a model directory")
     logging.basicConfig(level=logging.WARNING)
     hf_logging.disable_progress_bar()  # saving the tiny test model drew a "Writing model shards" bar
     console = Console()

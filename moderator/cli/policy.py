@@ -45,9 +45,13 @@ def validate(
                 # Standing alone, the candidate is checked as its own default: label it by what it declares.
                 policies = [parse_policy_source(path.read_text(encoding="utf-8"), str(path)).policy]
                 alone = ", checked alone" if len(policy_set.policies) == 1 else ""
-        except (PolicyError, OSError) as exc:
+        except PolicyError as exc:
             failed = True
             typer.echo(str(exc), err=True)
+            continue
+        except OSError as exc:
+            failed = True
+            typer.echo(f"{path}: {exc.strerror or exc}", err=True)
             continue
         for policy in policies:
             role = (f"shadow of {policy.shadow_of}" if policy.shadow_of else
