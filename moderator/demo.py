@@ -114,6 +114,9 @@ async def _moderate_samples(settings: Settings, count: int, console: Console) ->
     service = await _off_loop(build_service, settings)
     await _off_loop(service.classifier.score_batch, await _warm_inputs(settings, posts))
     console.print(f"model: [cyan]{service.classifier.info.name}[/] {service.classifier.info.version} (warm)")
+    console.print(f"[dim]latency: post consumed -> decision published. The {len(posts)} samples arrive at once and "
+                  f"share model batches of up to {settings.max_batch}, so they wait for a whole batch; reposts are "
+                  "cache hits.[/]")
     repeats = [{**p, "post_id": f"{p['post_id']}-repost"} for p in posts[: max(1, count // 4)]]
     malformed = malformed_records("demo-bad")[:4]
     async with running(service):
