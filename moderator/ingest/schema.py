@@ -78,6 +78,7 @@ class DeadLetterReason(StrEnum):
     URL_BLOCKED = "url_blocked"
     URL_FETCH_FAILED = "url_fetch_failed"
     MODEL_ERROR = "model_error"
+    UNDECODABLE_BATCH = "undecodable_batch"  # the Kafka client could not decode a fetched batch
     INTERNAL_ERROR = "internal_error"
 
 
@@ -89,6 +90,8 @@ class DeadLetter(BaseModel):
     topic: str = Field(description="Where the record was read: topic, partition and offset.")
     partition: int
     offset: int
+    last_offset: int | None = Field(None, description="undecodable_batch only: the last offset of the skipped "
+                                    "range that starts at offset (such a letter has no payload).")
     post_id: str | None = Field(None, description="The post's id, when it could be read.")
     payload_b64: str = Field(description="The record's original value, base64, for replay.")
     failed_at: datetime
