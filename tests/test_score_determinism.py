@@ -62,6 +62,7 @@ def offline(request: pytest.FixtureRequest) -> OfflineStackClassifier:
     return OfflineStackClassifier(POLICY.head_spec(), device=request.param)
 
 
+@pytest.mark.slow
 def test_offline_stack_scores_do_not_depend_on_the_batch(offline: OfflineStackClassifier) -> None:
     assert_batch_independent(offline.score_batch, inputs(16, seed=3), offline.device.type)
 
