@@ -122,9 +122,16 @@ class GuardedFetcher:
         return None
 
     async def _skip(self, tp: TopicPartition, first: int, error: str, into: Records) -> UndecodableRange:
-        """Seek past ``first`` and each following offset that fails too; the range skipped."""
+        """Seek past ``first`` and each following offset that fails too; the range skipped.
+
+        Never past the partition's high watermark: a client that fails on every fetch, whatever the
+        offset, dead-letters what is there and is not sent past the log's end.
+        """
         last = first
         while True:
+            end = self.consumer.highwater(tp)
+            if end is not None and last + 1 >= end:
+                break
             self.consumer.seek(tp, last + 1)
             try:
                 await self._poll_one(tp, into)
@@ -133,4 +140,5 @@ class GuardedFetcher:
                     raise
                 last += 1
                 continue
-            return UndecodableRange(tp, first, last, error)
+            break
+        return UndecodableRange(tp, first, last, error)
