@@ -20,10 +20,11 @@ from moderator.cache.store import ScoreCache
 from moderator.client import produce
 from moderator.decisions.schema import Decision
 from moderator.ingest.validate import IngestLimits, validate_record
-from moderator.policy.escalation import EscalationTier
-from moderator.samples import records_for, sample_posts
+from moderator.keys import Keyspace
+from moderator.pipeline.escalation import EscalationTier
 from moderator.settings import Settings
 from moderator.telemetry.metrics import ServiceMetrics
+from moderator.testing.samples import records_for, sample_posts
 from tests.conftest import Servers, make_settings
 from tests.pipeline_helpers import collect, running_service
 
@@ -45,7 +46,7 @@ def corrupt_count(kind: str) -> float:
 async def test_unreadable_score_entries_are_misses_counted_and_logged_once(
     redis: Redis, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cache = ScoreCache(redis, 60, namespace=f"test:scores:{uuid.uuid4().hex[:8]}")
+    cache = ScoreCache(redis, 60, Keyspace(f"test:scores:{uuid.uuid4().hex[:8]}"))
     await cache.set_many("v1", {"good": {"violence": 0.25, "scam": 0.0}})
     for i, value in enumerate(BAD_VALUES):
         await redis.set(cache.key("v1", f"bad{i}"), value)
@@ -100,17 +101,18 @@ async def test_damaged_score_entries_do_not_dead_letter_the_batch_they_are_fetch
     async with running_service(settings) as service:
         await produce(settings, records_for(posts))
         await collect(settings, settings.output_topic, len(posts))
-        assert service.cache is not None
+        cache = service.pipeline.scores.cache
+        assert cache is not None
         version = service.classifier.info.version
         damaged = {hashes[i] for i in (1, 4, 6)}
         for content_hash in damaged:
-            await redis.set(service.cache.key(version, content_hash), BAD_VALUES[0])
+            await redis.set(cache.key(version, content_hash), BAD_VALUES[0])
         await produce(settings, records_for(reposts))
         decisions = [Decision.model_validate_json(r.value)
                      for r in await collect(settings, settings.output_topic, 2 * len(posts))]
     by_id = {d.post_id: d for d in decisions}
     assert set(by_id) == {str(p["post_id"]) for p in posts + reposts}
-    assert service.stats.dead_letters == {}
+    assert service.counts.dead_letters == {}
     for i, post in enumerate(posts):
         assert by_id[f"re-{i}"].source == ("model" if hashes[i] in damaged else "cache")
         assert by_id[f"re-{i}"].scores == pytest.approx(by_id[str(post["post_id"])].scores, abs=1e-4)

@@ -14,8 +14,8 @@ from moderator.broker import ensure_topics
 from moderator.client import post_record
 from moderator.decisions.schema import Decision
 from moderator.ingest.schema import DeadLetter
-from moderator.testing.samples import sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import sample_posts
 from tests.pipeline_helpers import collect, committed_and_log_offsets, decided_ids, running_service
 
 

@@ -20,8 +20,8 @@ from moderator.model.dual_encoder import DualEncoderClassifier
 from moderator.model.offline import OfflineStackClassifier
 from moderator.policy.engine import evaluate
 from moderator.policy.loader import load_policy
-from moderator.samples import sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import sample_posts
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = load_policy(ROOT / "policies" / "default.yaml")
