@@ -82,7 +82,7 @@ async def test_an_unreadable_escalation_verdict_is_a_miss(servers: Servers, redi
     tier = EscalationTier(settings, redis, IngestLimits.from_settings(settings),
                           namespace=f"test:escalation:{uuid.uuid4().hex[:8]}")
     try:
-        key = f"{tier.namespace}:damaged"
+        key = tier.keys.key("damaged")
         await redis.set(key, b'{"unsafe": "perhaps", "categories": 3}')
         before = corrupt_count("escalation_verdict")
         assert await tier._cached(key) is None
