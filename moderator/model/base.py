@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -72,3 +72,66 @@ class Classifier(Protocol):
     def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
         """Return one ``{category: score in [0, 1]}`` per input, in order."""
         ...
+
+
+class Prepared(Protocol):
+    """What ``prepare`` makes of a batch: model-ready inputs, however a classifier lays them out."""
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class StagedClassifier(Classifier, Protocol):
+    """A classifier whose CPU preparation can run apart from, and ahead of, its forward pass.
+
+    ``prepare`` is thread-safe and runs on a preparation pool (decode-side work: resize, crop,
+    tokenise); ``infer`` runs on the model thread over one or more prepared parts, concatenated in
+    order, and returns one score dict per post. ``score_batch(items)`` is ``infer([prepare(items)])``.
+    """
+
+    def min_decode_side(self) -> int | None:
+        """The shortest image side the model needs, so a JPEG can be decoded at a reduced scale
+        (None: decode at full size, e.g. for OCR)."""
+        ...
+
+    def prepare(self, items: Sequence[ModelInput]) -> Prepared: ...
+
+    def infer(self, parts: Sequence[Prepared]) -> list[dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    items: Sequence[ModelInput]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class WholeBatch:
+    """A classifier without its own preparation step seen as a staged one: ``prepare`` keeps the
+    inputs, ``infer`` scores them all in one ``score_batch`` call."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.classifier.info
+
+    def min_decode_side(self) -> int | None:
+        return None
+
+    def prepare(self, items: Sequence[ModelInput]) -> Prepared:
+        return _Inputs(items)
+
+    def infer(self, parts: Sequence[Prepared]) -> list[dict[str, float]]:
+        items = [item for part in parts for item in part.items]  # type: ignore[attr-defined]
+        return self.classifier.score_batch(items)
+
+    def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
+        return self.classifier.score_batch(items)
+
+
+def staged(classifier: Classifier) -> StagedClassifier:
+    """``classifier`` itself when it splits preparation from inference, else a ``WholeBatch`` view of it."""
+    return classifier if isinstance(classifier, StagedClassifier) else WholeBatch(classifier)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import AutoModel, AutoProcessor
 from transformers.utils import logging as hf_logging
 
 from moderator.model.base import HeadSpec, ModelInfo, ModelInput
 from moderator.model.device import inference_dtype, resolve_device
+from moderator.model.prepare import PreparedBatch, Preparer, bucket, to_device_pixels
 from moderator.model.scoring import Encoded, HeadStack, as_dicts
 from moderator.model.versions import combined_version, directory_digest
 
@@ -37,13 +37,17 @@ class DualEncoderClassifier:
     def __init__(self, source: str, heads: HeadSpec, device: str = "auto", heads_dir: Path | None = None) -> None:
         hf_logging.disable_progress_bar()
         self.spec = heads
+        self.source = source
         self.device = resolve_device(device)
         self.dtype = inference_dtype(self.device)
         self.processor = AutoProcessor.from_pretrained(source)
         self.model = AutoModel.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
         self._is_siglip = getattr(self.model, "logit_bias", None) is not None
         # SigLIP was trained on max-length padding; its text tower expects it.
-        self._text_kwargs = {"padding": "max_length" if self._is_siglip else True, "truncation": True}
+        text_kwargs = {"padding": "max_length" if self._is_siglip else True, "truncation": True}
+        self._prepare = Preparer(self.processor, text_kwargs)
+        recipe = self._prepare.recipe
+        self._scale_shift = recipe.scale_shift(self.device) if recipe is not None else None
         self._category_emb = torch.stack([self._embed_prompts(list(c.prompts)) for c in heads.categories])
         self._neutral_emb = self._embed_prompts(list(heads.neutral_prompts))
         self.embed_dim = int(self._category_emb.shape[1])
@@ -63,24 +67,37 @@ class DualEncoderClassifier:
         return self._info
 
     @torch.inference_mode()
-    def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        batch = self.processor(text=texts, return_tensors="pt", **self._text_kwargs).to(self.device)
-        out = self.model.get_text_features(**{k: v for k, v in batch.items() if k in {"input_ids", "attention_mask"}})
+    def _text_features(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
+        ids = torch.from_numpy(input_ids)
+        mask = torch.from_numpy(attention_mask)
+        if self.device.type == "cuda":
+            ids = ids.pin_memory().to(self.device, non_blocking=True)
+            mask = mask.pin_memory().to(self.device, non_blocking=True)
+        out = self.model.get_text_features(input_ids=ids, attention_mask=mask)
         features = out.pooler_output if hasattr(out, "pooler_output") else out
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
     @torch.inference_mode()
-    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
-        batch = self.processor(images=images, return_tensors="pt")
-        pixels = batch["pixel_values"].to(self.device, self.dtype)
-        if self.device.type == "cuda":
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
+    def _image_features(self, batch: PreparedBatch) -> torch.Tensor:
+        k = len(batch.image_rows)
+        if batch.pixels is not None:
+            assert self._scale_shift is not None
+            pad_to = bucket(k) if self.device.type == "cuda" else None
+            pixels = to_device_pixels(batch.pixels, self.device, self.dtype, *self._scale_shift, pad_to=pad_to)
+        else:
+            assert batch.pixel_values is not None
+            pixels = batch.pixel_values.to(self.device, self.dtype)
+            if self.device.type == "cuda":
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
         out = self.model.get_image_features(pixel_values=pixels)
         features = out.pooler_output if hasattr(out, "pooler_output") else out
-        return torch.nn.functional.normalize(features.float(), dim=-1)
+        return torch.nn.functional.normalize(features[:k].float(), dim=-1)
 
     def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
-        return torch.nn.functional.normalize(self._encode_text(prompts).mean(dim=0), dim=-1)
+        prepared = self._prepare(prompts, [None] * len(prompts))
+        assert prepared.input_ids is not None and prepared.attention_mask is not None
+        emb = self._text_features(prepared.input_ids, prepared.attention_mask)
+        return torch.nn.functional.normalize(emb.mean(dim=0), dim=-1)
 
     def _logits(self, emb: torch.Tensor) -> torch.Tensor:
         """(n, d) embeddings -> (n, categories) zero-shot logits."""
@@ -90,29 +107,49 @@ class DualEncoderClassifier:
             return sim * scale + self.model.logit_bias.float()
         return scale * (sim - (emb @ self._neutral_emb).unsqueeze(-1))
 
+    def min_decode_side(self) -> int | None:
+        """JPEGs may be decoded at a reduced scale down to this short side (see ``prepare.DRAFT_MARGIN``)."""
+        return self._prepare.min_decode_side
+
+    def prepare(self, items: Sequence[ModelInput]) -> PreparedBatch:
+        """Tokens and uint8 pixels for ``items`` (CPU, thread-safe): the preparation stage's work."""
+        return self._prepare([item.text for item in items], [item.image for item in items])
+
     @torch.inference_mode()
-    def encode(self, items: Sequence[ModelInput]) -> Encoded:
-        """One forward pass per modality for the whole batch."""
-        n, d = len(items), self.embed_dim
+    def encode_prepared(self, parts: Sequence[PreparedBatch]) -> Encoded:
+        """One forward pass per modality for the prepared parts, concatenated in order."""
+        batch = PreparedBatch.join(parts, self._prepare.pad_id)
+        n, d = batch.size, self.embed_dim
         logits = torch.full((n, len(self.spec.categories)), _ABSENT)
         features = torch.zeros(n, 2 * d + 2)
-        text_idx = [i for i, item in enumerate(items) if item.text]
-        image_idx = [i for i, item in enumerate(items) if item.image is not None]
-        if text_idx:
-            emb = self._encode_text([items[i].text or "" for i in text_idx])
+        if batch.text_rows:
+            assert batch.input_ids is not None and batch.attention_mask is not None
+            emb = self._text_features(batch.input_ids, batch.attention_mask)
+            text_idx = batch.text_rows
             logits[text_idx] = torch.maximum(logits[text_idx], self._logits(emb).cpu())
             features[text_idx, d : 2 * d] = emb.cpu()
             features[text_idx, 2 * d + 1] = 1.0
-        if image_idx:
-            emb = self._encode_images([item.image for item in items if item.image is not None])
+        if batch.image_rows:
+            emb = self._image_features(batch)
+            image_idx = batch.image_rows
             logits[image_idx] = torch.maximum(logits[image_idx], self._logits(emb).cpu())
             features[image_idx, :d] = emb.cpu()
             features[image_idx, 2 * d] = 1.0
         zero_shot = logits.numpy()
         return Encoded(features=features.numpy(), zero_shot=zero_shot, floor=np.zeros_like(zero_shot))
 
+    def encode(self, items: Sequence[ModelInput]) -> Encoded:
+        """Prepare and encode a batch in one call (training, evaluation, the bare-model benchmark)."""
+        return self.encode_prepared([self.prepare(items)])
+
+    def infer(self, parts: Sequence[PreparedBatch]) -> list[dict[str, float]]:
+        """One ``{category: score}`` per post of the prepared parts, in order: the model stage's work."""
+        if not parts or not sum(len(p) for p in parts):
+            return []
+        return as_dicts(self.spec.names, self.stack.scores(self.encode_prepared(parts)))
+
     def score_batch(self, items: Sequence[ModelInput]) -> list[dict[str, float]]:
         """One ``{category: score}`` per post, in order."""
         if not items:
             return []
-        return as_dicts(self.spec.names, self.stack.scores(self.encode(items)))
+        return self.infer([self.prepare(items)])

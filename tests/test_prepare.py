@@ -1,0 +1,125 @@
+"""The preparation stage reproduces the checkpoint's image processor: same scores, off the model thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor
+
+from moderator.bench.photos import PHOTO_SIZES, photo_jpeg
+from moderator.ingest.images import ImageLimits, decode_image
+from moderator.model.base import CategorySpec, HeadSpec, ModelInput, StagedClassifier, WholeBatch, staged
+from moderator.model.dual_encoder import DualEncoderClassifier
+from moderator.model.prepare import ImageRecipe, PreparedBatch, bucket, to_device_pixels
+from moderator.model.tiny import build_tiny_clip, build_tiny_siglip
+
+SPEC = HeadSpec(
+    categories=(CategorySpec("scam", ("earn money from home",)), CategorySpec("drugs", ("buy illegal drugs",))),
+    neutral_prompts=("an ordinary photo",),
+)
+LIMITS = ImageLimits(max_bytes=10_000_000, max_pixels=40_000_000, max_side=10_000)
+
+
+@pytest.fixture(scope="module", params=["clip-32", "clip-224", "siglip-32", "siglip-96"])
+def classifier(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> DualEncoderClassifier:
+    kind, size = request.param.split("-")
+    build = {"clip": build_tiny_clip, "siglip": build_tiny_siglip}[kind]
+    directory = build(tmp_path_factory.mktemp("models") / request.param, image_size=int(size))
+    return DualEncoderClassifier(str(directory), SPEC, device="cpu")
+
+
+def _processor_path(classifier: DualEncoderClassifier, items: list[ModelInput]) -> list[dict[str, float]]:
+    """Scores with pixels from the checkpoint's own image processor (the reference)."""
+    prepared = classifier.prepare([ModelInput(item.text, None) for item in items])
+    rows = [i for i, item in enumerate(items) if item.image is not None]
+    processor = AutoProcessor.from_pretrained(classifier.source)
+    values = processor(images=[items[i].image for i in rows], return_tensors="pt")["pixel_values"]
+    reference = PreparedBatch(size=len(items), image_rows=rows, text_rows=prepared.text_rows,
+                              pixel_values=values, input_ids=prepared.input_ids,
+                              attention_mask=prepared.attention_mask)
+    return classifier.infer([reference])
+
+
+def _max_diff(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
+    return max(abs(x[k] - y[k]) for x, y in zip(a, b, strict=True) for k in x)
+
+
+def test_recipe_pixels_match_the_processor(classifier: DualEncoderClassifier) -> None:
+    processor = AutoProcessor.from_pretrained(classifier.source)
+    recipe = ImageRecipe.from_processor(processor.image_processor)
+    assert recipe is not None
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)) for w, h in
+              ((97, 61), (61, 97), (300, 300), (33, 40))]
+    height, width = recipe.output_hw
+    pixels = np.empty((len(images), height, width, 3), dtype=np.uint8)
+    for k, image in enumerate(images):
+        recipe.pixels_into(image, pixels[k])
+    ours = to_device_pixels(pixels, torch.device("cpu"), torch.float32, *recipe.scale_shift(torch.device("cpu")))
+    theirs = processor(images=images, return_tensors="pt")["pixel_values"]
+    assert ours.shape == theirs.shape
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_scores_on_photos_match_the_processor_path_within_1e_3(classifier: DualEncoderClassifier) -> None:
+    """The whole fast path (reduced JPEG decode, recipe, uint8 batch) against a full decode + processor."""
+    photos = [photo_jpeg(seed, PHOTO_SIZES[seed % len(PHOTO_SIZES)]) for seed in range(4)]
+    side = classifier.min_decode_side()
+    assert side is not None
+    fast = [ModelInput(f"caption {i}", decode_image(p, LIMITS, min_side=side)) for i, p in enumerate(photos)]
+    assert max(fast[0].image.size) < 1080  # type: ignore[union-attr]  # decoded at a reduced scale
+    full = [ModelInput(f"caption {i}", decode_image(p, LIMITS)) for i, p in enumerate(photos)]
+    items = [*full, ModelInput(None, Image.new("RGB", (50, 70), (9, 99, 199))), ModelInput("text only")]
+    assert _max_diff(classifier.score_batch(items), _processor_path(classifier, items)) < 1e-5
+    assert _max_diff(classifier.score_batch(fast), _processor_path(classifier, full)) < 1e-3
+
+
+def test_prepared_posts_joined_score_as_one_batch(classifier: DualEncoderClassifier) -> None:
+    """Per-post preparation (the service) and whole-batch preparation (the bench) give the same scores."""
+    items = [ModelInput("short"), ModelInput(None, Image.new("RGB", (40, 30), (1, 2, 3))),
+             ModelInput("a much longer caption with many more words in it", Image.new("RGB", (64, 64), (200, 0, 0)))]
+    together = classifier.score_batch(items)
+    apart = classifier.infer([classifier.prepare([item]) for item in items])
+    assert _max_diff(together, apart) < 1e-5
+    assert classifier.infer([]) == []
+
+
+def test_staged_view_of_a_plain_classifier_scores_whole_batches() -> None:
+    class Plain:
+        info = None
+
+        def score_batch(self, items: list[ModelInput]) -> list[dict[str, float]]:
+            return [{"n": float(len(item.text or ""))} for item in items]
+
+    view = staged(Plain())  # type: ignore[arg-type]
+    assert isinstance(view, WholeBatch) and view.min_decode_side() is None
+    parts = [view.prepare([ModelInput("ab")]), view.prepare([ModelInput("abc"), ModelInput("")])]
+    assert view.infer(parts) == [{"n": 2.0}, {"n": 3.0}, {"n": 0.0}]
+
+
+def test_dual_encoder_is_staged(classifier: DualEncoderClassifier) -> None:
+    assert isinstance(classifier, StagedClassifier)
+    assert staged(classifier) is classifier
+
+
+def test_bucket_sizes() -> None:
+    assert [bucket(n) for n in (1, 2, 3, 5, 9, 31, 32, 33, 65, 128)] == [1, 2, 4, 8, 16, 32, 32, 64, 96, 128]
+
+
+def test_padded_rows_do_not_change_real_rows() -> None:
+    recipe = ImageRecipe(resample=3, rescale=1 / 255, mean=(0.5,) * 3, std=(0.5,) * 3, resize_to=(8, 8))
+    pixels = np.random.default_rng(1).integers(0, 255, size=(3, 8, 8, 3), dtype=np.uint8)
+    cpu = torch.device("cpu")
+    plain = to_device_pixels(pixels, cpu, torch.float32, *recipe.scale_shift(cpu))
+    padded = to_device_pixels(pixels, cpu, torch.float32, *recipe.scale_shift(cpu), pad_to=4)
+    assert padded.shape[0] == 4 and torch.equal(padded[:3], plain)
+
+
+def test_unsupported_processor_configs_fall_back_to_the_processor(tmp_path: Path) -> None:
+    processor = AutoProcessor.from_pretrained(build_tiny_clip(tmp_path / "clip"))
+    processor.image_processor.do_center_crop = False
+    assert ImageRecipe.from_processor(processor.image_processor) is None
