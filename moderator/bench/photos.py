@@ -18,10 +18,13 @@ from PIL import Image, ImageDraw, ImageFilter
 PHOTO_SIZES: tuple[tuple[int, int], ...] = ((1080, 1080), (1080, 1350), (1920, 1080), (1440, 1080))
 MIN_BYTES, MAX_BYTES = 100_000, 400_000
 
-_WORDS = ("sunset beach friends weekend coffee morning city lights hiking trail dog park birthday cake "
-          "family dinner road trip mountains lake concert crowd street food market garden flowers rain "
-          "window reading new shoes gym progress graduation day snow cabin cozy night skyline bridge "
-          "train station art museum vintage car festival fireworks puppy kitten homemade pasta").split()
+_WORDS = (
+    "sunset", "beach", "friends", "weekend", "coffee", "morning", "city", "lights", "hiking", "trail", "dog",
+    "park", "birthday", "cake", "family", "dinner", "road", "trip", "mountains", "lake", "concert", "crowd",
+    "street", "food", "market", "garden", "flowers", "rain", "window", "reading", "new", "shoes", "gym",
+    "progress", "graduation", "day", "snow", "cabin", "cozy", "night", "skyline", "bridge", "train", "station",
+    "art", "museum", "vintage", "car", "festival", "fireworks", "puppy", "kitten", "homemade", "pasta",
+)
 
 
 def photo_jpeg(seed: int, size: tuple[int, int]) -> bytes:
