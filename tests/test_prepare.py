@@ -110,15 +110,6 @@ def test_bucket_sizes() -> None:
     assert [bucket(n) for n in (1, 2, 3, 5, 9, 31, 32, 33, 65, 128)] == [1, 2, 4, 8, 16, 32, 32, 64, 96, 128]
 
 
-def test_padded_rows_do_not_change_real_rows() -> None:
-    recipe = ImageRecipe(resample=3, rescale=1 / 255, mean=(0.5,) * 3, std=(0.5,) * 3, resize_to=(8, 8))
-    pixels = np.random.default_rng(1).integers(0, 255, size=(3, 8, 8, 3), dtype=np.uint8)
-    cpu = torch.device("cpu")
-    plain = to_device_pixels(pixels, cpu, torch.float32, *recipe.scale_shift(cpu))
-    padded = to_device_pixels(pixels, cpu, torch.float32, *recipe.scale_shift(cpu), pad_to=4)
-    assert padded.shape[0] == 4 and torch.equal(padded[:3], plain)
-
-
 def test_unsupported_processor_configs_fall_back_to_the_processor(tmp_path: Path) -> None:
     processor = AutoProcessor.from_pretrained(build_tiny_clip(tmp_path / "clip"))
     processor.image_processor.do_center_crop = False

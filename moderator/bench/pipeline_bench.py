@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from moderator.bench.workload import reposts
 from moderator.broker import ensure_topics, make_consumer, make_producer
-from moderator.client import produce, read_topic
+from moderator.client import post_record, produce, read_topic
 from moderator.decisions.schema import Decision, DecisionSource, PolicyRef
 from moderator.ingest.validate import IngestLimits, validate_record
 from moderator.model.base import Classifier
@@ -23,7 +23,6 @@ from moderator.policy.engine import evaluate
 from moderator.policy.store import PolicyStore
 from moderator.service import ModerationService, connect_redis, running
 from moderator.settings import Settings
-from moderator.testing.samples import records_for
 
 
 class RunResult(BaseModel):
@@ -79,7 +78,7 @@ async def bench_pipeline(settings: Settings, classifier: Classifier, policies: P
     """The service over a backlog of unique posts: sustained throughput and where the time goes."""
     settings = fresh(settings, max_batch=max_batch, max_wait_ms=max_wait_ms)
     await ensure_topics(settings)
-    await produce(settings, records_for(posts))
+    await produce(settings, (post_record(p) for p in posts))
     components = getattr(classifier, "stage_times", None)
     before = dict(components.seconds) if components is not None else {}
     service, stamps = await _run_service_over(settings, classifier, policies, len(posts))
@@ -134,7 +133,7 @@ async def bench_naive(settings: Settings, classifier: Classifier, policies: Poli
     """The loop a user writes first: one record, one forward pass, one publish, one commit."""
     settings = fresh(settings)
     await ensure_topics(settings)
-    await produce(settings, records_for(posts))
+    await produce(settings, (post_record(p) for p in posts))
     limits = IngestLimits.from_settings(settings)
     consumer = make_consumer(settings, settings.input_topic)
     producer = make_producer(settings)
@@ -173,7 +172,7 @@ async def bench_cache(settings: Settings, classifier: Classifier, policies: Poli
     settings = fresh(settings, max_in_flight=2048, fetch_max_records=1024)
     await ensure_topics(settings)
     stream = reposts([scored_posts[i % len(scored_posts)] for i in range(count)], "repost")
-    await produce(settings, records_for(stream))
+    await produce(settings, (post_record(p) for p in stream))
     service, stamps = await _run_service_over(settings, classifier, policies, len(stream))
     if service.counts.decisions["model"]:
         raise RuntimeError("cache benchmark reached the model: the originals were not scored first")

@@ -12,7 +12,7 @@ from moderator.bench.suite import ModelReport
 
 def print_report(report: ModelReport, console: Console) -> None:
     """The tables for one model, ratios last."""
-    console.rule(f"[bold]{report.model}[/] ({report.model_version}) on {report.device}")
+    console.rule(f"[bold]{report.model}[/], {report.workload} posts ({report.model_version}) on {report.device}")
     bare = Table("batch", "posts/s", "ms/batch", title="bare model (decoded inputs, no I/O)")
     for row in report.bare:
         bare.add_row(str(row.batch_size), f"{row.posts_per_s:,.1f}", f"{row.ms_per_batch:.2f}")
@@ -35,9 +35,18 @@ def print_report(report: ModelReport, console: Console) -> None:
         stages.add_row(stage, f"{ms:.3f}")
     console.print(stages)
 
+    if report.profile is not None:
+        profile = Table("stage", "ms per post", title="one post's CPU work, stage by stage (one thread)")
+        for stage, ms in report.profile.ms_per_post.items():
+            profile.add_row(stage, f"{ms:.3f}")
+        profile.add_row("naive loop: full decode + resize, one thread",
+                        f"{report.profile.decode_loop_posts_per_s:,.1f} posts/s")
+        console.print(profile)
+
     ratios = report.ratios()
     summary = Table("measure", "value", title="ratios (same run, same model, same broker)")
     summary.add_row("pipeline / naive per-message", f"{ratios['pipeline_vs_naive']:.2f}x")
+    summary.add_row("pipeline / naive one-thread decode + resize loop", f"{ratios['pipeline_vs_decode_loop']:.2f}x")
     summary.add_row(f"pipeline / bare model at batch {best.max_batch}",
                     f"{ratios['pipeline_vs_bare_model_same_batch']:.0%}")
     summary.add_row("cache-hit path", f"{ratios['cache_posts_per_s']:,.0f} posts/s")
@@ -69,18 +78,18 @@ def plot(reports: list[ModelReport], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for report in reports:
         (bare,) = left.plot([r.batch_size for r in report.bare], [r.posts_per_s for r in report.bare], marker="o",
-                            label=f"{report.model}: bare model")
+                            label=f"{report.model} ({report.workload}): bare model")
         color = bare.get_color()  # one colour per model: bare solid, pipeline squares, naive dashed
         left.plot([r.max_batch for r in report.pipeline], [r.posts_per_s for r in report.pipeline], marker="s",
-                  linestyle=":", color=color, label=f"{report.model}: pipeline")
+                  linestyle=":", color=color, label=f"{report.model} ({report.workload}): pipeline")
         left.axhline(report.naive.posts_per_s, linestyle="--", linewidth=1, color=color,
-                     label=f"{report.model}: naive per-message")
+                     label=f"{report.model} ({report.workload}): naive per-message")
         keys = ["p50", "p95", "p99"]
         for run, style, marker in ((report.latency, "-", "o"), (report.latency_fixed_wait, "--", "x")):
             if run.latency_ms:
                 wait = "adaptive" if run.adaptive_wait else "fixed"
                 right.plot(keys, [run.latency_ms[k] for k in keys], marker=marker, linestyle=style, color=color,
-                           label=f"{report.model}: {wait} wait")
+                           label=f"{report.model} ({report.workload}): {wait} wait")
     left.set(xscale="log", yscale="log", xlabel="batch size", ylabel="posts/s", title="throughput")
     waits = sorted({r.latency.max_wait_ms for r in reports if r.latency.max_wait_ms is not None})
     right.set(ylabel="ms", title="produce -> decision at low load"

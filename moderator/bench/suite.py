@@ -10,9 +10,10 @@ from pydantic import BaseModel
 
 from moderator.bench.model_bench import ModelRow, bench_model
 from moderator.bench.pipeline_bench import RunResult, bench_cache, bench_latency, bench_naive, bench_pipeline
-from moderator.bench.workload import bench_posts, model_inputs
+from moderator.bench.profile import StageProfile, profile_stages
+from moderator.bench.workload import Workload, model_inputs
 from moderator.ingest.validate import IngestLimits
-from moderator.model.base import Classifier
+from moderator.model.base import Classifier, staged
 from moderator.model.loader import load_classifier
 from moderator.policy.loader import load_policy_set
 from moderator.policy.store import PolicyStore
@@ -32,22 +33,28 @@ class BenchPlan(BaseModel):
     pipeline_configs: list[tuple[int, float]]
     model_seconds: float
 
+    profile_posts: int
+
     @classmethod
     def make(cls, quick: bool, max_batch_size: int) -> BenchPlan:
         sizes = [2**i for i in range(0, 12) if 2**i <= max_batch_size]
         if quick:
             return cls(posts=48, naive_posts=16, cache_posts=200, latency_posts=10, latency_rate_per_s=20,
-                       batch_sizes=[s for s in sizes if s <= 8], pipeline_configs=[(8, 10.0)], model_seconds=0.2)
+                       batch_sizes=[s for s in sizes if s <= 8], pipeline_configs=[(8, 10.0)], model_seconds=0.2,
+                       profile_posts=8)
         return cls(posts=600, naive_posts=150, cache_posts=5_000, latency_posts=60, latency_rate_per_s=10,
                    batch_sizes=sizes, pipeline_configs=[(8, 10.0), (max_batch_size // 2, 20.0), (max_batch_size, 50.0)],
-                   model_seconds=2.0)
+                   model_seconds=2.0, profile_posts=64)
 
     def scaled(self, factor: float) -> BenchPlan:
-        """Fewer posts for slow models (the packaged stack runs OCR per image)."""
+        """Fewer posts for slow models (the packaged stack runs OCR per image) and heavy posts (photos)."""
         return self.model_copy(update={
             "posts": max(16, int(self.posts * factor)), "naive_posts": max(8, int(self.naive_posts * factor)),
             "latency_posts": max(8, int(self.latency_posts * factor)),
             "latency_rate_per_s": self.latency_rate_per_s * factor,
+            # Photo reposts are large records: a few hundred measure the cache path without filling the broker.
+            "cache_posts": max(100, int(self.cache_posts * factor ** 2)),
+            "profile_posts": max(8, int(self.profile_posts * factor)),
         })
 
 
@@ -55,6 +62,7 @@ class ModelReport(BaseModel):
     """Everything measured for one model, and the ratios derived from it."""
 
     model: str
+    workload: str = "small"
     model_version: str
     device: str
     bare: list[ModelRow]
@@ -63,6 +71,7 @@ class ModelReport(BaseModel):
     cache: RunResult
     latency: RunResult  # adaptive wait (the default)
     latency_fixed_wait: RunResult  # the same trickle with every batch held for max_wait
+    profile: StageProfile | None = None  # one thread, stage by stage, and the naive decode + resize loop
 
     def bare_at(self, batch_size: int) -> ModelRow:
         """The bare-model row at the largest measured batch size not above ``batch_size``."""
@@ -90,6 +99,8 @@ class ModelReport(BaseModel):
             "fixed_wait_p99_ms": self.latency_fixed_wait.latency_ms.get("p99", nan),
             "fixed_wait_service_p99_ms": self.latency_fixed_wait.service_latency_ms.get("p99", nan),
             "fixed_wait_p99_bound_ms": self.p99_bound_ms(self.latency_fixed_wait),
+            "pipeline_vs_decode_loop": best.posts_per_s / self.profile.decode_loop_posts_per_s
+            if self.profile is not None and self.profile.decode_loop_posts_per_s else nan,
         }
 
 
@@ -105,17 +116,28 @@ def _classifier(name: str, settings: Settings, policies: PolicyStore, workdir: P
     return load_classifier(settings, heads), settings
 
 
-def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_size: int) -> ModelReport:
-    """All scenarios for one model, against the servers in ``settings``."""
+def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_size: int,
+                    workload: Workload | None = None) -> ModelReport:
+    """All scenarios for one model on one workload, against the servers in ``settings``."""
+    workload = workload or Workload.make("small")
     policies = PolicyStore(load_policy_set(settings.policy_dir))
     with tempfile.TemporaryDirectory(prefix="moderator-bench-") as work:
         classifier, settings = _classifier(name, settings, policies, Path(work))
         if name == "offline":
             plan = plan.scaled(0.5)
+        if workload.name == "photos":
+            plan = plan.scaled(0.5)
         limits = IngestLimits.from_settings(settings)
+        tag = f"{name}-{workload.name}"
+
+        def bench_posts(count: int, prefix: str, seed: int) -> list[dict[str, object]]:
+            return workload.posts(count, prefix.replace(name, tag, 1), seed)
+
         posts = bench_posts(plan.posts, prefix=f"{name}-pipe", seed=1)
-        bare = bench_model(classifier, model_inputs(posts[: max(plan.batch_sizes) * 2], limits), plan.batch_sizes,
-                           plan.model_seconds)
+        # The bare model sees inputs decoded the way the service decodes them (JPEGs at its scale).
+        inputs = model_inputs(posts[: max(plan.batch_sizes) * 2], limits, staged(classifier).min_decode_side())
+        bare = bench_model(classifier, inputs, plan.batch_sizes, plan.model_seconds)
+        profile = profile_stages(classifier, posts[: plan.profile_posts], limits, max(plan.batch_sizes))
 
         async def scenarios() -> tuple[list[RunResult], RunResult, RunResult, list[RunResult]]:
             pipeline = [await bench_pipeline(settings, classifier, policies,
@@ -134,5 +156,6 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
 
         pipeline, naive, cache, (adaptive, fixed) = asyncio.run(scenarios())
         device = str(getattr(classifier, "device", "cpu"))
-        return ModelReport(model=name, model_version=classifier.info.version, device=device, bare=bare,
-                           pipeline=pipeline, naive=naive, cache=cache, latency=adaptive, latency_fixed_wait=fixed)
+        return ModelReport(model=name, workload=workload.name, model_version=classifier.info.version, device=device,
+                           bare=bare, pipeline=pipeline, naive=naive, cache=cache, latency=adaptive,
+                           latency_fixed_wait=fixed, profile=profile)

@@ -14,6 +14,9 @@ from moderator.settings import Settings
 def bench(
     models: list[str] = typer.Option(["tiny", "offline"], "--model", "-m",
                                      help="tiny (random CLIP), offline (packaged stack) or a model dir; repeatable."),
+    workloads: list[str] = typer.Option(["photos", "small"], "--workload", "-w",
+                                        help="photos (1080-px JPEG photo posts, the headline) and/or small "
+                                             "(128x96 images on half the posts); repeatable."),
     quick: bool = typer.Option(False, help="A small run (seconds): checks the harness, not the numbers."),
     max_batch_size: int = typer.Option(64, help="Largest batch size for the bare-model sweep and the pipeline."),
     output: Path = typer.Option(Path("bench-results/bench.json"), help="Where to write the JSON results."),
@@ -25,6 +28,7 @@ def bench(
 
     from moderator.bench.report import plot, print_report, write_json
     from moderator.bench.suite import BenchPlan, run_model_suite
+    from moderator.bench.workload import Workload
     from moderator.embedded.servers import endpoints_or_embedded
 
     for name in models:
@@ -34,12 +38,17 @@ def bench(
     hf_logging.disable_progress_bar()  # saving the tiny test model drew a "Writing model shards" bar
     console = Console()
     plan = BenchPlan.make(quick, max_batch_size)
+    for name in workloads:
+        if name not in ("photos", "small"):
+            raise typer.BadParameter(f"unknown workload {name!r} (photos or small)")
     reports = []
     with endpoints_or_embedded(Settings()) as settings:
-        for name in models:
-            report = run_model_suite(name, settings, plan, max_batch_size)
-            print_report(report, console)
-            reports.append(report)
+        for workload_name in workloads:
+            workload = Workload.make(workload_name, photo_pool=8 if quick else 24)  # type: ignore[arg-type]
+            for name in models:
+                report = run_model_suite(name, settings, plan, max_batch_size, workload)
+                print_report(report, console)
+                reports.append(report)
     write_json(reports, output)
     console.print(f"results written to {output}")
     if plot_path is not None:

@@ -20,7 +20,8 @@ from transformers.utils import logging as hf_logging
 
 from moderator.model.base import HeadSpec, ModelInfo, ModelInput
 from moderator.model.device import inference_dtype, resolve_device
-from moderator.model.prepare import PreparedBatch, Preparer, bucket, to_device_pixels
+from moderator.model.forward import DualEncoderForward
+from moderator.model.prepare import PreparedBatch, Preparer
 from moderator.model.scoring import Encoded, HeadStack, as_dicts
 from moderator.model.versions import combined_version, directory_digest
 
@@ -42,12 +43,8 @@ class DualEncoderClassifier:
         self.dtype = inference_dtype(self.device)
         self.processor = AutoProcessor.from_pretrained(source)
         self.model = AutoModel.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
-        self._is_siglip = getattr(self.model, "logit_bias", None) is not None
-        # SigLIP was trained on max-length padding; its text tower expects it.
-        text_kwargs = {"padding": "max_length" if self._is_siglip else True, "truncation": True}
-        self._prepare = Preparer(self.processor, text_kwargs)
-        recipe = self._prepare.recipe
-        self._scale_shift = recipe.scale_shift(self.device) if recipe is not None else None
+        self._prepare = Preparer.from_processor(self.processor, DualEncoderForward.text_kwargs(self.model))
+        self.forward = DualEncoderForward(self.model, self._prepare, self.device, self.dtype)
         self._category_emb = torch.stack([self._embed_prompts(list(c.prompts)) for c in heads.categories])
         self._neutral_emb = self._embed_prompts(list(heads.neutral_prompts))
         self.embed_dim = int(self._category_emb.shape[1])
@@ -66,46 +63,14 @@ class DualEncoderClassifier:
     def info(self) -> ModelInfo:
         return self._info
 
-    @torch.inference_mode()
-    def _text_features(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
-        ids = torch.from_numpy(input_ids)
-        mask = torch.from_numpy(attention_mask)
-        if self.device.type == "cuda":
-            ids = ids.pin_memory().to(self.device, non_blocking=True)
-            mask = mask.pin_memory().to(self.device, non_blocking=True)
-        out = self.model.get_text_features(input_ids=ids, attention_mask=mask)
-        features = out.pooler_output if hasattr(out, "pooler_output") else out
-        return torch.nn.functional.normalize(features.float(), dim=-1)
-
-    @torch.inference_mode()
-    def _image_features(self, batch: PreparedBatch) -> torch.Tensor:
-        k = len(batch.image_rows)
-        if batch.pixels is not None:
-            assert self._scale_shift is not None
-            pad_to = bucket(k) if self.device.type == "cuda" else None
-            pixels = to_device_pixels(batch.pixels, self.device, self.dtype, *self._scale_shift, pad_to=pad_to)
-        else:
-            assert batch.pixel_values is not None
-            pixels = batch.pixel_values.to(self.device, self.dtype)
-            if self.device.type == "cuda":
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
-        out = self.model.get_image_features(pixel_values=pixels)
-        features = out.pooler_output if hasattr(out, "pooler_output") else out
-        return torch.nn.functional.normalize(features[:k].float(), dim=-1)
-
     def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
         prepared = self._prepare(prompts, [None] * len(prompts))
         assert prepared.input_ids is not None and prepared.attention_mask is not None
-        emb = self._text_features(prepared.input_ids, prepared.attention_mask)
+        emb = self.forward.text_features(prepared.input_ids, prepared.attention_mask)
         return torch.nn.functional.normalize(emb.mean(dim=0), dim=-1)
 
     def _logits(self, emb: torch.Tensor) -> torch.Tensor:
-        """(n, d) embeddings -> (n, categories) zero-shot logits."""
-        scale = self.model.logit_scale.float().exp()
-        sim = emb @ self._category_emb.T
-        if self._is_siglip:
-            return sim * scale + self.model.logit_bias.float()
-        return scale * (sim - (emb @ self._neutral_emb).unsqueeze(-1))
+        return self.forward.zero_shot_logits(emb, self._category_emb, self._neutral_emb)
 
     def min_decode_side(self) -> int | None:
         """JPEGs may be decoded at a reduced scale down to this short side (see ``prepare.DRAFT_MARGIN``)."""
@@ -124,14 +89,13 @@ class DualEncoderClassifier:
         features = torch.zeros(n, 2 * d + 2)
         if batch.text_rows:
             assert batch.input_ids is not None and batch.attention_mask is not None
-            emb = self._text_features(batch.input_ids, batch.attention_mask)
+            emb = self.forward.text_features(batch.input_ids, batch.attention_mask)
             text_idx = batch.text_rows
             logits[text_idx] = torch.maximum(logits[text_idx], self._logits(emb).cpu())
             features[text_idx, d : 2 * d] = emb.cpu()
             features[text_idx, 2 * d + 1] = 1.0
-        if batch.image_rows:
-            emb = self._image_features(batch)
-            image_idx = batch.image_rows
+        image_idx, emb = self.forward.image_features(batch)
+        if image_idx:
             logits[image_idx] = torch.maximum(logits[image_idx], self._logits(emb).cpu())
             features[image_idx, :d] = emb.cpu()
             features[image_idx, 2 * d] = 1.0

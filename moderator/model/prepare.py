@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -145,6 +145,9 @@ class PreparedBatch:
     pixel_values: torch.Tensor | None = None
     input_ids: np.ndarray | None = None
     attention_mask: np.ndarray | None = None
+    # JPEGs left for the GPU to decode (nvjpeg), for the posts at ``jpeg_rows``.
+    jpeg_rows: list[int] = field(default_factory=list)
+    jpegs: list[bytes] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.size
@@ -154,15 +157,18 @@ class PreparedBatch:
         """One batch from several, in order; token rows are right-padded with ``pad_id`` to the longest."""
         if len(parts) == 1:
             return parts[0]
-        image_rows, text_rows, offset = [], [], 0
+        image_rows, text_rows, jpeg_rows, jpegs, offset = [], [], [], [], 0
         for part in parts:
             image_rows += [offset + r for r in part.image_rows]
             text_rows += [offset + r for r in part.text_rows]
+            jpeg_rows += [offset + r for r in part.jpeg_rows]
+            jpegs += part.jpegs
             offset += part.size
         pixels = [p.pixels for p in parts if p.pixels is not None and len(p.pixels)]
         values = [p.pixel_values for p in parts if p.pixel_values is not None and len(p.pixel_values)]
         ids = [(p.input_ids, p.attention_mask) for p in parts if p.input_ids is not None and len(p.input_ids)]
-        joined = PreparedBatch(size=offset, image_rows=image_rows, text_rows=text_rows)
+        joined = PreparedBatch(size=offset, image_rows=image_rows, text_rows=text_rows, jpeg_rows=jpeg_rows,
+                               jpegs=jpegs)
         if pixels:
             joined.pixels = np.concatenate(pixels)
         if values:
@@ -180,27 +186,43 @@ class PreparedBatch:
 
 
 class Preparer:
-    """Turns (text, RGB image) pairs into a ``PreparedBatch`` for one checkpoint; safe to call from many threads."""
+    """Turns (text, RGB image) pairs into a ``PreparedBatch`` for one checkpoint; safe to call from many threads.
 
-    def __init__(self, processor: Any, text_kwargs: dict[str, Any]) -> None:
+    ``recipe`` None: the image ``processor`` itself prepares pixels (a configuration the recipe does
+    not reproduce), still on the calling thread.
+    """
+
+    def __init__(self, tokenizer: Any, recipe: ImageRecipe | None, text_kwargs: dict[str, Any],
+                 processor: Any = None) -> None:
+        if recipe is None and processor is None:
+            raise ValueError("a Preparer needs an image recipe or the processor to fall back on")
         self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.recipe = ImageRecipe.from_processor(processor.image_processor)
+        self.tokenizer = tokenizer
+        self.recipe = recipe
         self.text_kwargs = text_kwargs
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
         # Fast tokenizers mutate their padding/truncation state per call: concurrent calls from the
         # preparation pool would trip over each other ("Already borrowed"). A call takes microseconds.
         self._tokenizer_lock = threading.Lock()
 
+    @classmethod
+    def from_processor(cls, processor: Any, text_kwargs: dict[str, Any]) -> Preparer:
+        """For a saved checkpoint's processor (tokenizer + image processor)."""
+        return cls(processor.tokenizer, ImageRecipe.from_processor(processor.image_processor), text_kwargs, processor)
+
     @property
     def min_decode_side(self) -> int | None:
         """How small a JPEG may be decoded for this model (None: decode at full size)."""
         return self.recipe.min_decode_side if self.recipe is not None else None
 
-    def __call__(self, texts: Sequence[str | None], images: Sequence[Image.Image | None]) -> PreparedBatch:
+    def __call__(self, texts: Sequence[str | None], images: Sequence[Image.Image | None],
+                 jpegs: Sequence[bytes | None] = ()) -> PreparedBatch:
+        """Tokens for ``texts``, pixels for ``images``; ``jpegs`` (where given) are kept for the GPU to decode."""
         image_rows = [i for i, image in enumerate(images) if image is not None]
         text_rows = [i for i, text in enumerate(texts) if text]
-        batch = PreparedBatch(size=len(texts), image_rows=image_rows, text_rows=text_rows)
+        jpeg_rows = [i for i, data in enumerate(jpegs) if data is not None]
+        batch = PreparedBatch(size=len(texts), image_rows=image_rows, text_rows=text_rows, jpeg_rows=jpeg_rows,
+                              jpegs=[jpegs[i] for i in jpeg_rows])  # type: ignore[misc]
         if text_rows:
             with self._tokenizer_lock:  # one call for the whole batch
                 tokens = self.tokenizer([texts[i] for i in text_rows], return_tensors="np", **self.text_kwargs)
@@ -227,16 +249,14 @@ def bucket(n: int) -> int:
 
 
 def to_device_pixels(pixels: np.ndarray, device: torch.device, dtype: torch.dtype,
-                     scale: torch.Tensor, shift: torch.Tensor, pad_to: int | None = None) -> torch.Tensor:
+                     scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """uint8 (k, h, w, 3) on the host -> normalised (k', 3, h, w) ``dtype`` on ``device``.
 
     On CUDA the uint8 batch goes through pinned memory with a non-blocking copy (4x fewer bytes
     than float), and the conversion and mean/std run on the GPU in channels-last layout, the one
-    convolutions prefer. ``pad_to`` adds zero rows (bucketed shapes); callers drop their outputs.
+    convolutions prefer.
     """
     host = torch.from_numpy(pixels)
-    if pad_to is not None and pad_to > len(host):
-        host = torch.cat([host, host.new_zeros((pad_to - len(host), *host.shape[1:]))])
     if device.type == "cuda":
         host = host.pin_memory()
     x = host.to(device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC storage = channels-last NCHW
