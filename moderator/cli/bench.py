@@ -56,6 +56,21 @@ def bench(
         console.print(f"chart written to {plot_path}")
 
 
+def bench_gpu(
+    small: bool = typer.Option(False, help="Tiny models and a few posts: checks the harness (runs on CPU)."),
+    output: Path = typer.Option(Path("bench-results"), help="Directory for gpu-bench.json and gpu-bench.md."),
+    device: str | None = typer.Option(None, help="cuda, cuda:1 or cpu (default: cuda when present)."),
+) -> None:
+    """Is the GPU kept fed? Pure-forward limit vs model stage vs photo pipeline, GPU busy %, batch-1 and low-load latency.
+
+    The same as `python -m moderator.bench.gpu`, which needs only torch, transformers, numpy and Pillow.
+    """
+    from moderator.bench.gpu import main
+
+    main([*(["--small"] if small else []), "--output", str(output), *(["--device", device] if device else [])])
+
+
 def register(app: typer.Typer) -> None:
-    """Add the bench command to the CLI."""
+    """Add the bench commands to the CLI."""
     app.command()(bench)
+    app.command("bench-gpu")(bench_gpu)

@@ -51,6 +51,8 @@ class DualEncoderForward:
         # Padding batches to a few sizes only pays where kernels are picked per shape (CUDA).
         self.bucketed = device.type == "cuda"
         self.gpu_decode = recipe is not None and nvjpeg_available(device)
+        text_config = getattr(model.config, "text_config", None)
+        self.max_tokens = int(getattr(text_config, "max_position_embeddings", 0) or 0)
 
     @staticmethod
     def text_kwargs(model: Any) -> dict[str, Any]:
@@ -66,6 +68,10 @@ class DualEncoderForward:
     @torch.inference_mode()
     def text_features(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
         """(m, d) L2-normalised float32 text embeddings."""
+        extra = -input_ids.shape[1] % 8
+        if self.bucketed and extra and input_ids.shape[1] + extra <= self.max_tokens:  # a few lengths, not all
+            input_ids = np.pad(input_ids, ((0, 0), (0, extra)), constant_values=self.preparer.pad_id)
+            attention_mask = np.pad(attention_mask, ((0, 0), (0, extra)))
         out = self.model.get_text_features(input_ids=self._to_device(input_ids),
                                            attention_mask=self._to_device(attention_mask))
         features = out.pooler_output if hasattr(out, "pooler_output") else out
