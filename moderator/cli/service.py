@@ -15,6 +15,8 @@ from moderator.settings import Settings
 
 def serve(
     log_level: str = typer.Option("INFO", help="Python logging level."),
+    workers: int = typer.Option(1, min=1, help="Service processes, each a consumer-group member sharing the "
+                                               "machine's GPU; the input topic needs at least this many partitions."),
 ) -> None:
     """Run the service against the configured Kafka and Redis (MODERATOR_* settings)."""
     from moderator.service import build_service, run_service
@@ -24,6 +26,10 @@ def serve(
     configure_logging(settings.log_format, log_level)  # MODERATOR_LOG_FORMAT=json for log shippers
     if not settings.kafka_bootstrap:
         fail("serve needs a broker: set MODERATOR_KAFKA_BOOTSTRAP (or run `moderator demo` for embedded servers)")
+    if workers > 1:
+        from moderator.workers import run_workers
+
+        raise typer.Exit(run_workers(workers, log_level))
     with policy_errors(settings.policy_dir):
         asyncio.run(run_service(build_service(settings)))
 
