@@ -82,25 +82,31 @@ class DualEncoderClassifier:
 
     @torch.inference_mode()
     def encode_prepared(self, parts: Sequence[PreparedBatch]) -> Encoded:
-        """One forward pass per modality for the prepared parts, concatenated in order."""
+        """One forward pass per modality for the prepared parts, concatenated in order.
+
+        Logits and features are assembled on the device and copied to the host once, at the end:
+        no synchronisation between the towers, so the image tower's kernels are queued while the
+        text tower still runs.
+        """
         batch = PreparedBatch.join(parts, self._prepare.pad_id)
-        n, d = batch.size, self.embed_dim
-        logits = torch.full((n, len(self.spec.categories)), _ABSENT)
-        features = torch.zeros(n, 2 * d + 2)
+        n, d, dev = batch.size, self.embed_dim, self.device
+        logits = torch.full((n, len(self.spec.categories)), _ABSENT, device=dev)
+        features = torch.zeros(n, 2 * d + 2, device=dev)
         if batch.text_rows:
             assert batch.input_ids is not None and batch.attention_mask is not None
             emb = self.forward.text_features(batch.input_ids, batch.attention_mask)
-            text_idx = batch.text_rows
-            logits[text_idx] = torch.maximum(logits[text_idx], self._logits(emb).cpu())
-            features[text_idx, d : 2 * d] = emb.cpu()
-            features[text_idx, 2 * d + 1] = 1.0
-        image_idx, emb = self.forward.image_features(batch)
-        if image_idx:
-            logits[image_idx] = torch.maximum(logits[image_idx], self._logits(emb).cpu())
-            features[image_idx, :d] = emb.cpu()
-            features[image_idx, 2 * d] = 1.0
-        zero_shot = logits.numpy()
-        return Encoded(features=features.numpy(), zero_shot=zero_shot, floor=np.zeros_like(zero_shot))
+            rows = torch.tensor(batch.text_rows, device=dev)
+            logits[rows] = torch.maximum(logits[rows], self._logits(emb))
+            features[rows, d : 2 * d] = emb
+            features[rows, 2 * d + 1] = 1.0
+        image_rows, emb = self.forward.image_features(batch)
+        if image_rows:
+            rows = torch.tensor(image_rows, device=dev)
+            logits[rows] = torch.maximum(logits[rows], self._logits(emb))
+            features[rows, :d] = emb
+            features[rows, 2 * d] = 1.0
+        zero_shot = logits.cpu().numpy()
+        return Encoded(features=features.cpu().numpy(), zero_shot=zero_shot, floor=np.zeros_like(zero_shot))
 
     def encode(self, items: Sequence[ModelInput]) -> Encoded:
         """Prepare and encode a batch in one call (training, evaluation, the bare-model benchmark)."""
