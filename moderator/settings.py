@@ -53,6 +53,8 @@ class Settings(BaseSettings):
         (), description="Batch sizes the model runs best at (e.g. captured CUDA graphs); empty: any size.")
     prepare_workers: int | None = Field(None, ge=1, description="Threads that decode and prepare posts for the "
                                                                  "model (default: one per available core).")
+    gpu_jpeg_decode: bool = Field(True, description="On CUDA with torchvision, decode JPEGs on the GPU (nvjpeg, "
+                                                     "batched); other formats and failures decode on the CPU.")
     # Backpressure: posts consumed but not yet committed before partitions are paused.
     max_in_flight: int = Field(512, ge=1)
     fetch_max_records: int = Field(256, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,15 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from moderator.bench.photos import PHOTO_SIZES, photo_jpeg
+from moderator.ingest.errors import IngestError
 from moderator.ingest.images import ImageLimits, decode_image
 from moderator.model.base import CategorySpec, HeadSpec, ModelInput, StagedClassifier, WholeBatch, staged
 from moderator.model.dual_encoder import DualEncoderClassifier
+from moderator.model.forward import resize_crop_on_device
+from moderator.model.pool import PreparationPool
 from moderator.model.prepare import ImageRecipe, PreparedBatch, bucket, to_device_pixels
 from moderator.model.tiny import build_tiny_clip, build_tiny_siglip
+from moderator.telemetry.stages import StageTimes
 
 SPEC = HeadSpec(
     categories=(CategorySpec("scam", ("earn money from home",)), CategorySpec("drugs", ("buy illegal drugs",))),
@@ -114,3 +119,54 @@ def test_unsupported_processor_configs_fall_back_to_the_processor(tmp_path: Path
     processor = AutoProcessor.from_pretrained(build_tiny_clip(tmp_path / "clip"))
     processor.image_processor.do_center_crop = False
     assert ImageRecipe.from_processor(processor.image_processor) is None
+
+
+def test_gpu_resize_and_crop_match_the_recipe_on_the_cpu() -> None:
+    """The nvjpeg path's resize (torch, antialiased) lands within rounding of Pillow's (checked on CPU tensors)."""
+    recipe = ImageRecipe(resample=3, rescale=1 / 255, mean=(0.5,) * 3, std=(0.5,) * 3, shortest_edge=64, crop=(64, 64))
+    image = decode_image(photo_jpeg(5, (1440, 1080)), LIMITS)
+    ours = np.empty((64, 64, 3), dtype=np.uint8)
+    recipe.pixels_into(image, ours)
+    gpu_way = resize_crop_on_device(torch.from_numpy(np.array(image)).permute(2, 0, 1), recipe).permute(1, 2, 0).numpy()
+    diff = np.abs(ours.astype(int) - gpu_way.astype(int))
+    assert diff.mean() < 1.0 and diff.max() <= 8
+
+
+def test_pool_leaves_jpegs_to_a_gpu_decoder_after_checking_their_headers() -> None:
+    class GpuDecoding:
+        decodes_jpeg = True
+
+        def __init__(self) -> None:
+            self.jpegs: list[bytes] = []
+
+        def min_decode_side(self) -> int | None:
+            return 64
+
+        def prepare_jpeg(self, text: str | None, jpeg: bytes) -> PreparedBatch:
+            self.jpegs.append(jpeg)
+            return PreparedBatch(size=1, image_rows=[], text_rows=[], jpeg_rows=[0], jpegs=[jpeg])
+
+        def prepare(self, items: list[ModelInput]) -> PreparedBatch:
+            assert all(item.image is not None for item in items)
+            return PreparedBatch(size=len(items), image_rows=list(range(len(items))), text_rows=[])
+
+    pool = PreparationPool(LIMITS, StageTimes(), workers=1)
+    classifier = GpuDecoding()
+    photo = photo_jpeg(1, (1080, 1080))
+    assert pool.prepare_now(classifier, "hi", photo).jpegs == [photo]  # type: ignore[arg-type, attr-defined]
+    png = io.BytesIO()
+    Image.new("RGB", (80, 80)).save(png, format="PNG")
+    assert pool.prepare_now(classifier, None, png.getvalue()).image_rows == [0]  # type: ignore[arg-type, attr-defined]
+    with pytest.raises(IngestError) as bomb:  # a JPEG header over the limits never reaches the GPU
+        pool.prepare_now(classifier, None, _huge_jpeg_header())  # type: ignore[arg-type]
+    assert bomb.value.reason.value == "image_too_large"
+    assert classifier.jpegs == [photo]
+    pool.close()
+
+
+def _huge_jpeg_header() -> bytes:
+    """A JPEG whose header claims 60000x60000 pixels (the SOF0 dimensions patched in a small file)."""
+    data = bytearray(photo_jpeg(3, (1080, 1080)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2
+    return bytes(data)

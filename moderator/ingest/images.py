@@ -12,9 +12,10 @@ Peak memory of one call is bounded by the limits: ``max_bytes`` of input plus at
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from PIL import GifImagePlugin, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, features
@@ -181,16 +182,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) -> Image.Image:
-    """Decode, bound and normalise an untrusted image: RGB, EXIF orientation applied, first frame.
-
-    With ``min_side`` a large JPEG is decoded at a reduced scale whose short side stays at least
-    ``min_side`` (DCT scaling: several times faster than a full decode a model would shrink anyway).
-
-    Raises IngestError: ``image_too_large`` (bytes, pixels or side over the limits, checked before
-    any pixel is decoded), ``image_unsupported`` (a recognised format we do not accept, or an
-    extreme aspect ratio), ``image_decode`` (empty, not an image, truncated or corrupt).
-    """
+@contextlib.contextmanager
+def _opened(data: bytes, limits: ImageLimits) -> Iterator[tuple[str, ImageFile.ImageFile]]:
+    """The parsed header of an untrusted image within the limits; any Pillow error in the block is image_decode."""
     if not data:
         raise IngestError(DeadLetterReason.IMAGE_DECODE, "empty image")
     if len(data) > limits.max_bytes:
@@ -201,11 +195,7 @@ def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) 
     try:
         with opener(io.BytesIO(data)) as image:  # parses the header only
             _check_dimensions(*image.size, limits)
-            if min_side is not None and fmt == "JPEG" and min(image.size) >= 2 * min_side:
-                image.draft("RGB", (min_side, min_side))  # 1/2, 1/4 or 1/8 scale, both sides >= min_side
-            image.load()  # first frame only: later frames of GIF/WebP/APNG are never decoded
-            ImageOps.exif_transpose(image, in_place=True)
-            return _to_rgb(image)
+            yield fmt, image
     except IngestError:
         raise
     except Image.DecompressionBombError as exc:  # only if another module tightened Pillow's global limit
@@ -214,3 +204,28 @@ def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) 
         # Pillow's parsers signal malformed input with many types (OSError, SyntaxError, EOFError,
         # struct.error, IndexError, ...): every one of them means "cannot decode this".
         raise IngestError(DeadLetterReason.IMAGE_DECODE, f"cannot decode {fmt}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_image(data: bytes, limits: ImageLimits) -> str:
+    """The format of an untrusted image whose header passes the limits, decoding no pixel (for a GPU
+    decoder downstream). Raises IngestError as ``decode_image`` does for everything but bad pixel data."""
+    with _opened(data, limits) as (fmt, _):
+        return fmt
+
+
+def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) -> Image.Image:
+    """Decode, bound and normalise an untrusted image: RGB, EXIF orientation applied, first frame.
+
+    With ``min_side`` a large JPEG is decoded at a reduced scale whose short side stays at least
+    ``min_side`` (DCT scaling: several times faster than a full decode a model would shrink anyway).
+
+    Raises IngestError: ``image_too_large`` (bytes, pixels or side over the limits, checked before
+    any pixel is decoded), ``image_unsupported`` (a recognised format we do not accept, or an
+    extreme aspect ratio), ``image_decode`` (empty, not an image, truncated or corrupt).
+    """
+    with _opened(data, limits) as (fmt, image):
+        if min_side is not None and fmt == "JPEG" and min(image.size) >= 2 * min_side:
+            image.draft("RGB", (min_side, min_side))  # 1/2, 1/4 or 1/8 scale, both sides >= min_side
+        image.load()  # first frame only: later frames of GIF/WebP/APNG are never decoded
+        ImageOps.exif_transpose(image, in_place=True)
+        return _to_rgb(image)

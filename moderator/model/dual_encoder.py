@@ -35,7 +35,8 @@ DEFAULT_CALIBRATION = (1.0, 0.0)
 class DualEncoderClassifier:
     """Zero-shot (and trained-head) scores from a transformers dual encoder."""
 
-    def __init__(self, source: str, heads: HeadSpec, device: str = "auto", heads_dir: Path | None = None) -> None:
+    def __init__(self, source: str, heads: HeadSpec, device: str = "auto", heads_dir: Path | None = None,
+                 gpu_jpeg_decode: bool = True) -> None:
         hf_logging.disable_progress_bar()
         self.spec = heads
         self.source = source
@@ -45,6 +46,8 @@ class DualEncoderClassifier:
         self.model = AutoModel.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
         self._prepare = Preparer.from_processor(self.processor, DualEncoderForward.text_kwargs(self.model))
         self.forward = DualEncoderForward(self.model, self._prepare, self.device, self.dtype)
+        # JPEGs go to the GPU undecoded (nvjpeg) when it can decode them; the pool only checks headers.
+        self.decodes_jpeg = gpu_jpeg_decode and self.forward.gpu_decode
         self._category_emb = torch.stack([self._embed_prompts(list(c.prompts)) for c in heads.categories])
         self._neutral_emb = self._embed_prompts(list(heads.neutral_prompts))
         self.embed_dim = int(self._category_emb.shape[1])
@@ -79,6 +82,11 @@ class DualEncoderClassifier:
     def prepare(self, items: Sequence[ModelInput]) -> PreparedBatch:
         """Tokens and uint8 pixels for ``items`` (CPU, thread-safe): the preparation stage's work."""
         return self._prepare([item.text for item in items], [item.image for item in items])
+
+    def prepare_jpeg(self, text: str | None, jpeg: bytes) -> PreparedBatch:
+        """Tokens for ``text`` and the JPEG kept for nvjpeg (only when ``decodes_jpeg``): the pool's
+        work for a JPEG post when the GPU decodes."""
+        return self._prepare([text], [None], [jpeg])
 
     @torch.inference_mode()
     def encode_prepared(self, parts: Sequence[PreparedBatch]) -> Encoded:

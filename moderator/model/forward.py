@@ -141,7 +141,7 @@ class DualEncoderForward:
                     decoded.append(None)
         out = []
         for raw, image in zip(jpegs, decoded, strict=True):
-            out.append(_gpu_resize_crop(image, recipe) if image is not None else self._cpu_pixels(raw, recipe))
+            out.append(resize_crop_on_device(image, recipe) if image is not None else self._cpu_pixels(raw, recipe))
         x = torch.stack(out).float()
         scale, shift = self.scale_shift
         return torch.addcmul(shift, x, scale).to(self.dtype)
@@ -154,7 +154,7 @@ class DualEncoderForward:
         return torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)
 
 
-def _gpu_resize_crop(image: torch.Tensor, recipe: ImageRecipe) -> torch.Tensor:
+def resize_crop_on_device(image: torch.Tensor, recipe: ImageRecipe) -> torch.Tensor:
     """(3, h, w) uint8 on the GPU -> the recipe's resize (antialiased, as Pillow) and crop, uint8."""
     height, width = image.shape[-2:]
     new_w, new_h = recipe.resized_wh(int(width), int(height))

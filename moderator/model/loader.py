@@ -14,7 +14,8 @@ def load_classifier(settings: Settings, heads: HeadSpec) -> HeadedClassifier:
     if settings.model:
         from moderator.model.dual_encoder import DualEncoderClassifier
 
-        return DualEncoderClassifier(settings.model, heads, device=settings.device, heads_dir=settings.heads_dir)
+        return DualEncoderClassifier(settings.model, heads, device=settings.device, heads_dir=settings.heads_dir,
+                                     gpu_jpeg_decode=settings.gpu_jpeg_decode)
     from moderator.model.offline import OfflineStackClassifier
 
     return OfflineStackClassifier(heads, device=settings.device, heads_dir=settings.heads_dir)

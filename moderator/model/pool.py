@@ -12,7 +12,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from moderator.cache.hashing import normalize_text
-from moderator.ingest.images import ImageLimits, decode_image
+from moderator.ingest.images import ImageLimits, check_image, decode_image
 from moderator.model.base import ModelInput, Prepared, StagedClassifier
 from moderator.model.prepare import cpu_count
 from moderator.telemetry.stages import StageTimes
@@ -34,11 +34,17 @@ class PreparationPool:
         a cache entry are exactly the posts that look the same to the model.
         """
         image = None
+        text = normalize_text(text) or None
+        if image_bytes is not None and getattr(classifier, "decodes_jpeg", False) and image_bytes[:3] == b"\xff\xd8\xff":
+            with self.stages.timed("decode"):
+                check_image(image_bytes, self.limits)  # bounds and header here, pixels on the GPU
+            with self.stages.timed("prepare"):
+                return classifier.prepare_jpeg(text, image_bytes)  # type: ignore[attr-defined]
         if image_bytes is not None:
             with self.stages.timed("decode"):
                 image = decode_image(image_bytes, self.limits, min_side=classifier.min_decode_side())
         with self.stages.timed("prepare"):
-            return classifier.prepare([ModelInput(text=normalize_text(text) or None, image=image)])
+            return classifier.prepare([ModelInput(text=text, image=image)])
 
     async def prepare(self, classifier: StagedClassifier, text: str | None, image_bytes: bytes | None) -> Prepared:
         """``prepare_now`` on a pool thread."""
