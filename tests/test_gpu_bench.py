@@ -37,6 +37,7 @@ def test_gpu_bench_small_mode_runs_without_service_dependencies(tmp_path: Path) 
         for key in ("limit_posts_per_s", "bare_posts_per_s", "pipeline_posts_per_s"):
             assert model[key] > 0, key
         assert set(model["low_load_ms"]) == {"p50", "p99", "max"}
+        assert model["processes_posts_per_s"]["2"] > 0
         assert model["gpu_busy_pct"] is None and model["gpu_busy_source"] == "n/a"
     table = (tmp_path / "gpu-bench.md").read_text()
     assert "pipeline / pure-forward limit" in table and "tiny-siglip (batch 8)" in table

@@ -246,6 +246,9 @@ class ModelResult:
     low_load_ms: dict[str, float] = field(default_factory=dict)
     low_load_bound_ms: float = 0.0
     prepare_workers: int = 0
+    # Several processes (as `serve --workers N`), each with its own model copy and cores / N preparation
+    # threads, running the photo pipeline at the same time on the same GPU: N -> total posts/s.
+    processes_posts_per_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def pipeline_vs_limit(self) -> float:
@@ -415,22 +418,62 @@ def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
+def _process_share(args: tuple[str, bool, str, int, float, Any]) -> tuple[int, float, float]:
+    """One of several processes: build the shape, warm up, wait for the others, run the photo pipeline.
+
+    Returns (posts, wall-clock start, wall-clock end).
+    """
+    name, small, device_name, workers, seconds, barrier = args
+    device = torch.device(device_name)
+    shape = next(s for s in shapes(small) if s.name == name)
+    bench = Bench(shape, device, _dtype(device), _posts(small), seconds, 1, workers)
+    posts = [bench.posts[i % len(bench.posts)] for i in range(shape.pipeline_posts)]
+    asyncio.run(bench._through_pipeline(posts[: 2 * shape.batch], False, 5.0, None))
+    barrier.wait()
+    started = time.time()
+    asyncio.run(bench._through_pipeline(posts, False, 5.0, None))
+    return len(posts), started, time.time()
+
+
+def processes_pipeline(name: str, small: bool, device: torch.device, count: int, seconds: float) -> float:
+    """Total posts/s of ``count`` processes running the photo pipeline on one device at once."""
+    import multiprocessing
+
+    # By module path, not this function's globals: run as `python -m`, this module is __main__,
+    # which spawned children cannot import.
+    from moderator.bench.gpu import _process_share as share_fn
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(count)
+        share = max(1, cpu_count() // count)
+        with context.Pool(count) as pool:
+            results = pool.map(share_fn, [(name, small, str(device), share, seconds, barrier)] * count)
+    posts = sum(n for n, _, _ in results)
+    return round(posts / (max(end for _, _, end in results) - min(start for _, start, _ in results)), 1)
+
+
 # ----- the run and its report ----------------------------------------------------------------------
+
+
+def _dtype(device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _posts(small: bool) -> list[Post]:
+    rng = random.Random(0)
+    photos = photo_set(4 if small else 32, seed=3)
+    return [Post(caption(rng), photos[i % len(photos)]) for i in range(64 if small else 512)]
 
 
 def run(small: bool, output: Path, device_name: str | None = None, only: Sequence[str] = ()) -> dict[str, Any]:
     """Measure every shape (or those named in ``only``); write JSON and markdown to ``output``."""
     started = time.perf_counter()
     device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        dtype = torch.float32
-    rng = random.Random(0)
-    photos = photo_set(4 if small else 32, seed=3)
-    posts = [Post(caption(rng), photos[i % len(photos)]) for i in range(64 if small else 512)]
+    dtype = _dtype(device)
+    posts = _posts(small)
     seconds = 0.2 if small else 3.0
     workers = cpu_count()
     report: dict[str, Any] = {
@@ -450,10 +493,12 @@ def run(small: bool, output: Path, device_name: str | None = None, only: Sequenc
         if report["nvjpeg"]:
             bench.pipeline(result, gpu_decode=True)
         bench.low_load(result, count=6 if small else 100, rate_per_s=LOW_LOAD_RATE, max_wait_ms=20.0)
-        report["models"].append({**asdict(result), "pipeline_vs_limit": round(result.pipeline_vs_limit, 3)})
         del bench
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        for count in (2,) if small else (2, 4):
+            result.processes_posts_per_s[str(count)] = processes_pipeline(shape.name, small, device, count, seconds)
+        report["models"].append({**asdict(result), "pipeline_vs_limit": round(result.pipeline_vs_limit, 3)})
     report["seconds"] = round(time.perf_counter() - started, 1)
     output.mkdir(parents=True, exist_ok=True)
     (output / "gpu-bench.json").write_text(json.dumps(report, indent=2))
@@ -495,6 +540,8 @@ def markdown(report: dict[str, Any]) -> str:
         row("pipeline with nvjpeg decode, posts/s (GPU busy)",
             lambda m: "n/a" if m["nvjpeg_pipeline_posts_per_s"] is None
             else f"{m['nvjpeg_pipeline_posts_per_s']:,.0f} ({pct(m['nvjpeg_gpu_busy_pct'])})"),
+        row("pipeline in N processes at once (`serve --workers N`), total posts/s",
+            lambda m: ", ".join(f"N={n}: {v:,.0f}" for n, v in m["processes_posts_per_s"].items())),
         row("batch-1 forward, p50 / p99 ms",
             lambda m: f"{m['batch1_forward_ms']['p50']:.1f} / {m['batch1_forward_ms']['p99']:.1f}"),
         row("one post prepared + forward, p50 / p99 ms",
