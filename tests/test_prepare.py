@@ -14,13 +14,15 @@ from transformers import AutoProcessor
 from moderator.bench.photos import PHOTO_SIZES, photo_jpeg
 from moderator.ingest.errors import IngestError
 from moderator.ingest.images import ImageLimits, decode_image
+from moderator.ingest.validate import IngestLimits
 from moderator.model.base import CategorySpec, HeadSpec, ModelInput, StagedClassifier, WholeBatch, staged
 from moderator.model.dual_encoder import DualEncoderClassifier
 from moderator.model.forward import resize_crop_on_device
-from moderator.model.pool import PreparationPool
 from moderator.model.prepare import ImageRecipe, PreparedBatch, bucket, to_device_pixels
-from moderator.model.tiny import build_tiny_clip, build_tiny_siglip
-from moderator.telemetry.stages import StageTimes
+from moderator.pipeline.prepare import Prepare
+from moderator.settings import Settings
+from moderator.telemetry.instrument import Telemetry
+from moderator.testing.tiny_models import build_tiny_clip, build_tiny_siglip
 
 SPEC = HeadSpec(
     categories=(CategorySpec("scam", ("earn money from home",)), CategorySpec("drugs", ("buy illegal drugs",))),
@@ -134,7 +136,10 @@ def test_gpu_resize_and_crop_match_the_recipe_on_the_cpu() -> None:
 
 def test_pool_leaves_jpegs_to_a_gpu_decoder_after_checking_their_headers() -> None:
     class GpuDecoding:
+        """Stands for a classifier whose model stage decodes JPEGs on the GPU."""
+
         decodes_jpeg = True
+        info = None
 
         def __init__(self) -> None:
             self.jpegs: list[bytes] = []
@@ -150,8 +155,15 @@ def test_pool_leaves_jpegs_to_a_gpu_decoder_after_checking_their_headers() -> No
             assert all(item.image is not None for item in items)
             return PreparedBatch(size=len(items), image_rows=list(range(len(items))), text_rows=[])
 
-    pool = PreparationPool(LIMITS, StageTimes(), workers=1)
+        def infer(self, parts: list[PreparedBatch]) -> list[dict[str, float]]:
+            return [{} for part in parts for _ in range(len(part))]
+
+        def score_batch(self, items: list[ModelInput]) -> list[dict[str, float]]:
+            return self.infer([self.prepare(items)])
+
+    pool = Prepare(IngestLimits.from_settings(Settings(_env_file=None)), Telemetry(["model"]), workers=1)  # type: ignore[call-arg]
     classifier = GpuDecoding()
+    assert staged(classifier) is classifier  # type: ignore[arg-type, comparison-overlap]
     photo = photo_jpeg(1, (1080, 1080))
     assert pool.prepare_now(classifier, "hi", photo).jpegs == [photo]  # type: ignore[arg-type, attr-defined]
     png = io.BytesIO()

@@ -13,8 +13,8 @@ import pytest
 
 from moderator.broker import ensure_topics
 from moderator.client import produce
-from moderator.samples import records_for, sample_posts
 from moderator.settings import Settings
+from moderator.testing.samples import records_for, sample_posts
 from tests.pipeline_helpers import decided_ids
 from tests.service_process import settings_env
 

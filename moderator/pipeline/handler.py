@@ -76,7 +76,7 @@ class PostHandler:
             validate=Validate(limits, new_fetch_client(limits.fetch), telemetry),
             bank_check=BankCheck.from_redis(redis, settings.bank_refresh_s, limits, telemetry),
             scores=ScoreSource(cache, telemetry),
-            prepare=Prepare(limits, telemetry),
+            prepare=Prepare(limits, telemetry, settings.prepare_workers),
             infer=Infer(classifier, settings.batching, telemetry),
             # Policies with an `escalation:` block ask a generative VLM about posts in their uncertainty band.
             decide=Decide(EscalationTier(settings, redis, limits) if escalation else None, telemetry),
@@ -136,7 +136,7 @@ class PostHandler:
         model_version = self.infer.classifier.info.version
 
         async def model_scores() -> Scores:
-            return await self.infer(await self.prepare(post))
+            return await self.infer(await self.prepare(post, self.infer.classifier))
 
         scored = await self.scores.get(post.content_hash, model_version, model_scores)
         return scored.scores, DecisionSource.MODEL if scored.computed else DecisionSource.CACHE
@@ -147,6 +147,7 @@ class PostHandler:
         if self.decide.escalation is not None:
             await self.decide.escalation.close()
         await self.infer.close()
+        self.prepare.close()
         await self.scores.close()
         if self.validate.fetch_client is not None:
             await self.validate.fetch_client.aclose()

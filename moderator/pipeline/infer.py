@@ -1,7 +1,8 @@
-"""Infer: ready model inputs → scores, micro-batched onto the classifier on its own thread.
+"""Infer: prepared model inputs → scores, micro-batched onto the classifier on its own thread.
 
-Callers submit one input and await its scores; the classifier only ever sees lists (Ray Serve's
-``@serve.batch``). A failing batch is split until the failing input is found, which alone fails
+Callers submit one prepared post and await its scores; the classifier only ever sees lists (Ray
+Serve's ``@serve.batch``) and, on the model thread, only stacks prepared parts and runs the
+forward pass (``StagedClassifier.infer``). A failing batch is split until the failing input is found, which alone fails
 (``model_error``); the model version a caller reads before submitting names the scores it gets.
 """
 
@@ -19,7 +20,7 @@ from moderator.batching import BatchingConfig, MicroBatcher
 from moderator.cache.store import Scores
 from moderator.ingest.errors import IngestError
 from moderator.ingest.schema import DeadLetterReason
-from moderator.model.base import Classifier, ModelInput
+from moderator.model.base import Classifier, Prepared, staged
 from moderator.model.split import score_splitting
 from moderator.telemetry import tracing
 from moderator.telemetry.instrument import Telemetry
@@ -33,14 +34,14 @@ class Infer:
         self.telemetry = telemetry
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         # Each item carries its post's span context, so the batch span can link to every post in it.
-        self.batcher: MicroBatcher[tuple[ModelInput, SpanContext], Scores] = MicroBatcher.from_config(
+        self.batcher: MicroBatcher[tuple[Prepared, SpanContext], Scores] = MicroBatcher.from_config(
             self._score_batch, batching)
 
-    async def __call__(self, model_input: ModelInput) -> Scores:
-        """This input's scores from the next model batch; a model failure on it raises ``IngestError``."""
+    async def __call__(self, prepared: Prepared) -> Scores:
+        """This post's scores from the next model batch; a model failure on it raises ``IngestError``."""
         with self.telemetry.tracer.start_as_current_span(tracing.INFERENCE) as inference:
             try:
-                return await self.batcher.submit((model_input, inference.get_span_context()))
+                return await self.batcher.submit((prepared, inference.get_span_context()))
             except Exception as exc:
                 raise IngestError(DeadLetterReason.MODEL_ERROR, f"model failed on this post: {exc!r}") from exc
 
@@ -49,11 +50,11 @@ class Infer:
         await self.batcher.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _score_batch(self, items: Sequence[tuple[ModelInput, SpanContext]]) -> list[Scores | Exception]:
+    async def _score_batch(self, items: Sequence[tuple[Prepared, SpanContext]]) -> list[Scores | Exception]:
         """One model call for the batch, split on failure, on the model thread, traced as one span."""
         loop = asyncio.get_running_loop()
         classifier = self.classifier
-        inputs = [model_input for model_input, _ in items]
+        parts = [prepared for prepared, _ in items]
         # The batch's posts belong to many traces: the batch span starts its own and links to each post.
         with self.telemetry.stage(
             "model", span=tracing.MODEL_BATCH, context=Context(), links=[Link(context) for _, context in items],
@@ -61,7 +62,7 @@ class Infer:
                         "moderator.model.version": classifier.info.version},
         ) as span:
             started = time.perf_counter()
-            results = await loop.run_in_executor(self._pool, score_splitting, classifier.score_batch, inputs)
+            results = await loop.run_in_executor(self._pool, score_splitting, staged(classifier).infer, parts)
             self.telemetry.metrics.model_batch(len(items), time.perf_counter() - started)
             span.set_attribute("moderator.model.failed_items", sum(isinstance(r, Exception) for r in results))
             return results

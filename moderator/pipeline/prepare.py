@@ -1,25 +1,64 @@
-"""Prepare: a post becomes the model's input (image decoded, bounded, RGB; normalised text).
+"""Prepare: a post becomes the model's prepared input, on a pool of worker threads, never on the model thread.
 
-Its own stage, beside inference and never inside it (Triton/DALI style): decoding runs on worker
-threads while the previous batch is on the model, and a preparation pool (e.g. GPU decoding) can
-replace it without touching inference.
+Its own stage, beside inference and never inside it (Triton/DALI style). Pillow releases the GIL
+while it decodes and resizes, and fast tokenizers run in Rust, so threads (one per core by default,
+``MODERATOR_PREPARE_WORKERS``) prepare posts in parallel while the model thread runs the previous
+batch: by the time a batch closes, its posts are uint8 pixels and token ids (``prepare`` of a
+``StagedClassifier``), and the model stage only stacks them and runs the forward pass. JPEGs are
+decoded at the model's scale; when the classifier decodes JPEGs on the GPU (nvjpeg), only their
+header and bounds are checked here.
 """
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from moderator.cache.hashing import normalize_text
+from moderator.ingest.images import check_image, decode_image
 from moderator.ingest.validate import IngestLimits, ValidPost
-from moderator.model.base import ModelInput
+from moderator.model.base import Classifier, ModelInput, Prepared, staged
+from moderator.model.prepare import cpu_count
 from moderator.telemetry.instrument import Telemetry
+
+_JPEG = b"\xff\xd8\xff"
 
 
 class Prepare:
-    """``await prepare(post) -> ModelInput``; a bad image raises ``IngestError`` (dead-lettered)."""
+    """``await prepare(post, classifier) -> Prepared``; a bad image raises ``IngestError`` (dead-lettered)."""
 
-    def __init__(self, limits: IngestLimits, telemetry: Telemetry) -> None:
+    def __init__(self, limits: IngestLimits, telemetry: Telemetry, workers: int | None = None) -> None:
         self.limits = limits
         self.telemetry = telemetry
+        self.workers = workers or cpu_count()
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="prepare")
 
-    async def __call__(self, post: ValidPost) -> ModelInput:
-        """Decode on a worker thread and pair the image with the normalised text."""
-        with self.telemetry.stage("decode"):
-            return await post.model_input(self.limits)
+    async def __call__(self, post: ValidPost, classifier: Classifier) -> Prepared:
+        """Decode and prepare ``post`` for ``classifier`` on a pool thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.prepare_now, classifier, post.post.text, post.image_bytes)
+
+    def prepare_now(self, classifier: Classifier, text: str | None, image_bytes: bytes | None) -> Prepared:
+        """Decode (bounded, hostile-input safe; IngestError on a bad image) and prepare one post, on this thread.
+
+        The model sees the normalised text the content hash was computed from: posts that share a
+        cache entry are exactly the posts that look the same to the model, so a disguised variant
+        (zero-width characters, homoglyphs) can neither dodge the classifier nor poison the cache.
+        """
+        model = staged(classifier)
+        text = normalize_text(text) or None
+        if image_bytes is not None and image_bytes.startswith(_JPEG) and getattr(model, "decodes_jpeg", False):
+            with self.telemetry.stage("decode"):
+                check_image(image_bytes, self.limits.image)  # bounds and header here, pixels on the GPU
+            with self.telemetry.stage("prepare"):
+                return model.prepare_jpeg(text, image_bytes)  # type: ignore[attr-defined]
+        image = None
+        if image_bytes is not None:
+            with self.telemetry.stage("decode"):
+                image = decode_image(image_bytes, self.limits.image, min_side=model.min_decode_side())
+        with self.telemetry.stage("prepare"):
+            return model.prepare([ModelInput(text=text, image=image)])
+
+    def close(self) -> None:
+        """Stop the workers; posts still queued are cancelled."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
