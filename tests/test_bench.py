@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import Servers
 
@@ -19,13 +20,20 @@ def test_bench_quick_runs_and_writes_well_formed_results(servers: Servers, tmp_p
     result = subprocess.run(
         [sys.executable, "-m", "moderator", "bench", "--quick", "--model", "tiny", "--max-batch-size", "8",
          "--output", str(out), "--plot", str(chart)],
-        capture_output=True, text=True, timeout=240, env=env, cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, timeout=480, env=env, cwd=Path(__file__).resolve().parents[1],
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "pipeline / naive per-message" in result.stdout
     assert "it/s]" not in result.stderr, "no progress bar leaks into the report"
-    [report] = json.loads(out.read_text())
-    assert report["model"] == "tiny"
+    reports = json.loads(out.read_text())
+    assert [(r["model"], r["workload"]) for r in reports] == [("tiny", "photos"), ("tiny", "small")]
+    for report in reports:
+        _check_report(report)
+    assert "pipeline / naive one-thread decode + resize loop" in result.stdout
+    assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def _check_report(report: dict[str, Any]) -> None:
     assert [r["batch_size"] for r in report["bare"]] == [1, 2, 4, 8]
     assert {r["scenario"] for r in report["pipeline"]} == {"pipeline"}
     assert report["naive"]["posts"] > 0 and report["cache"]["posts"] > 0
@@ -34,4 +42,5 @@ def test_bench_quick_runs_and_writes_well_formed_results(servers: Servers, tmp_p
         assert set(run["latency_ms"]) == set(run["service_latency_ms"]) == {"p50", "p95", "p99"}
     for name, value in report["ratios"].items():
         assert isinstance(value, float) and math.isfinite(value) and value > 0, name
-    assert chart.read_bytes().startswith(b"\x89PNG")
+    assert report["profile"]["decode_loop_posts_per_s"] > 0
+    assert set(report["profile"]["ms_per_post"]) >= {"tokenise", "preprocess (resize, crop to uint8)"}
