@@ -1,21 +1,24 @@
 """Where a post's CPU time goes, stage by stage, on one thread; and the naive decode + resize loop.
 
-Measured on the benchmark's own posts, in the same run as the pipeline: decoding at full size (what
+Measured on the benchmark's own posts, in the same run as the pipeline: validating the record
+(JSON, base64, content hash, on the event loop in the service), decoding at full size (what
 a naive consumer does), decoding at the model's scale (what the service does), preprocessing
 (resize, crop into uint8), tokenising, and the forward pass at the pipeline's batch size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+import orjson
 from PIL import Image
 from pydantic import BaseModel
 
 from moderator.bench.workload import model_inputs
 from moderator.ingest.images import decode_image
-from moderator.ingest.validate import IngestLimits
+from moderator.ingest.validate import IngestLimits, validate_record
 from moderator.model.base import Classifier, ModelInput, staged
 
 # The naive loop resizes to a typical vision-encoder input; decoding dominates its cost anyway.
@@ -43,6 +46,10 @@ def profile_stages(classifier: Classifier, posts: Sequence[dict[str, object]], l
                    batch_size: int) -> StageProfile:
     """Each stage timed on its own over ``posts``; the forward pass in batches of ``batch_size``."""
     model = staged(classifier)
+    records = [orjson.dumps(p) for p in posts]
+    started = time.perf_counter()
+    asyncio.run(_validate_all(records, limits))
+    validate = 1000 * (time.perf_counter() - started) / max(1, len(records))
     full = model_inputs(posts, limits)
     raw = _image_bytes(posts)
     side = model.min_decode_side()
@@ -61,13 +68,19 @@ def profile_stages(classifier: Classifier, posts: Sequence[dict[str, object]], l
     forward = _per_item(model.infer, batches) * len(batches) / len(parts)  # type: ignore[arg-type]
     share = len(raw) / max(1, len(posts))  # per post, not per image: text-only posts decode nothing
     return StageProfile(
-        ms_per_post={"decode (full size)": round(decode_full * share, 3),
+        ms_per_post={"validate (JSON, base64, content hash)": round(validate, 3),
+                     "decode (full size)": round(decode_full * share, 3),
                      "decode (at the model's scale)": round(decode * share, 3),
                      "preprocess (resize, crop to uint8)": round(preprocess * share, 3),
                      "tokenise": round(tokenise * len(texts) / max(1, len(posts)), 3),
                      f"forward (batch {batch_size})": round(forward, 3)},
         decode_loop_posts_per_s=round(1000 / (naive * share), 1) if raw else 0.0,
     )
+
+
+async def _validate_all(records: Sequence[bytes], limits: IngestLimits) -> None:
+    for record in records:
+        await validate_record(record, limits)
 
 
 def _image_bytes(posts: Sequence[dict[str, object]]) -> list[bytes]:
