@@ -111,7 +111,8 @@ def build_tokenizer(shape: Shape, words: Sequence[str]) -> Any:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    # <eos> is not id 2: CLIP's text tower reads id 2 as "legacy config" and pools at the largest id.
+    specials = ["<pad>", "<bos>", "<unk>", "<eos>"]
     vocab = {token: i for i, token in enumerate([*specials, *sorted(set(words))])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
