@@ -6,8 +6,9 @@ random weights (bf16 on CUDA; no download, the compute is real) and measures, si
 * the pure-forward limit: vision and text towers on random tensors, no data path at all;
 * the bare model: the service's model stage (``DualEncoderForward``) on prepared photo posts;
 * the pipeline on photo posts: the service's preparation (JPEG decoded at the model's scale,
-  resized into uint8 on a thread pool sized to the cores), its micro-batcher and its model thread,
-  with CPU decoding and, where torchvision is present, with nvjpeg decoding on the GPU;
+  resized into uint8 on a thread pool sized to the cores), a micro-batcher that closes batches as
+  the service's adaptive one does (``GreedyBatcher``; the service's own needs pydantic) and a model
+  thread, with CPU decoding and, where torchvision is present, with nvjpeg decoding on the GPU;
 * GPU busy % while the pipeline runs (NVML through pynvml, else ``nvidia-smi`` sampling, else n/a);
 * batch-1 latency (the forward alone, and one post through preparation + forward);
 * low-load latency: posts arriving one at a time, p50/p99 against max_wait + 2 x the batch-1 forward.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import platform
@@ -43,7 +45,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from moderator.batching.batcher import MicroBatcher
 from moderator.bench.photos import caption, photo_set
 from moderator.model.forward import DualEncoderForward, nvjpeg_available
 from moderator.model.prepare import ImageRecipe, PreparedBatch, Preparer, cpu_count
@@ -220,6 +221,49 @@ class BusySampler:
 # ----- the measurements ----------------------------------------------------------------------------
 
 
+class GreedyBatcher:
+    """The service's micro-batcher at its adaptive-wait limit, without its (pydantic) configuration.
+
+    A batch closes at ``max_batch`` posts or as soon as nothing more is queued: under load posts queue
+    up while the model runs the previous batch, so batches fill; at low load a lone post goes at once,
+    as the adaptive batcher sends it when no other post is expected before its deadline.
+    """
+
+    def __init__(self, fn: Callable[[Sequence[PreparedBatch]], Any], max_batch: int) -> None:
+        self.fn, self.max_batch = fn, max_batch
+        self.sizes: list[int] = []
+        self._queue: asyncio.Queue[tuple[PreparedBatch, asyncio.Future[Any]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, item: PreparedBatch) -> Any:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((item, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self.sizes.append(len(batch))
+            try:
+                results = await self.fn([item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - delivered to every waiter of the batch
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+
 @dataclass
 class Post:
     text: str
@@ -351,9 +395,9 @@ class Bench:
         result.batch1_post_ms = _percentiles(_timed(lambda: self.infer([self.prepare_post(self.posts[0])]),
                                                     self.repeats))
 
-    async def _through_pipeline(self, posts: Sequence[Post], gpu_decode: bool, max_wait_ms: float,
+    async def _through_pipeline(self, posts: Sequence[Post], gpu_decode: bool,
                                 arrival_gap_s: float | None) -> tuple[float, list[float], list[int]]:
-        """Posts through a preparation pool, the micro-batcher and a model thread, as in the service.
+        """Posts through a preparation pool, a micro-batcher and a model thread, as in the service.
 
         Returns the wall time, each post's latency (ms, from its arrival) and the batch sizes.
         """
@@ -365,8 +409,7 @@ class Bench:
             scores = await loop.run_in_executor(model_pool, self.infer, parts)
             return list(scores)
 
-        batcher: MicroBatcher[PreparedBatch, np.ndarray] = MicroBatcher(
-            model_stage, self.shape.batch, max_wait_ms, adaptive_wait=True)
+        batcher = GreedyBatcher(model_stage, self.shape.batch)
         latencies: list[float] = []
         in_flight = asyncio.Semaphore(4 * self.shape.batch)  # the service's max_in_flight backpressure
 
@@ -389,13 +432,13 @@ class Bench:
         await batcher.close()
         prepare_pool.shutdown()
         model_pool.shutdown()
-        return elapsed, latencies, batcher.stats.sizes
+        return elapsed, latencies, batcher.sizes
 
     def pipeline(self, result: ModelResult, gpu_decode: bool) -> None:
         posts = [self.posts[i % len(self.posts)] for i in range(self.shape.pipeline_posts)]
-        asyncio.run(self._through_pipeline(posts[: 2 * self.shape.batch], gpu_decode, 5.0, None))  # warm-up
+        asyncio.run(self._through_pipeline(posts[: 2 * self.shape.batch], gpu_decode, None))  # warm-up
         with BusySampler(self.device) as busy:
-            elapsed, _, sizes = asyncio.run(self._through_pipeline(posts, gpu_decode, 5.0, None))
+            elapsed, _, sizes = asyncio.run(self._through_pipeline(posts, gpu_decode, None))
         rate = round(len(posts) / elapsed, 1)
         if gpu_decode:
             result.nvjpeg_pipeline_posts_per_s, result.nvjpeg_gpu_busy_pct = rate, busy.mean
@@ -405,7 +448,7 @@ class Bench:
 
     def low_load(self, result: ModelResult, count: int, rate_per_s: float, max_wait_ms: float) -> None:
         posts = [self.posts[i % len(self.posts)] for i in range(count + 1)]
-        _, latencies, _ = asyncio.run(self._through_pipeline(posts, False, max_wait_ms, 1 / rate_per_s))
+        _, latencies, _ = asyncio.run(self._through_pipeline(posts, False, 1 / rate_per_s))
         result.low_load_ms = _percentiles(latencies[1:])  # the first post has no arrival rate to go by
         result.low_load_bound_ms = round(max_wait_ms + 2 * result.batch1_forward_ms["p50"], 2)
 
@@ -429,10 +472,10 @@ def _process_share(args: tuple[str, bool, str, int, float, Any]) -> tuple[int, f
     shape = next(s for s in shapes(small) if s.name == name)
     bench = Bench(shape, device, _dtype(device), _posts(small), seconds, 1, workers)
     posts = [bench.posts[i % len(bench.posts)] for i in range(shape.pipeline_posts)]
-    asyncio.run(bench._through_pipeline(posts[: 2 * shape.batch], False, 5.0, None))
+    asyncio.run(bench._through_pipeline(posts[: 2 * shape.batch], False, None))
     barrier.wait()
     started = time.time()
-    asyncio.run(bench._through_pipeline(posts, False, 5.0, None))
+    asyncio.run(bench._through_pipeline(posts, False, None))
     return len(posts), started, time.time()
 
 
