@@ -46,7 +46,7 @@ async def test_two_workers_on_two_partitions_decide_every_post_once(settings: Se
         await produce(settings, records_for(posts))
         ids = await decided_ids(settings, {str(p["post_id"]) for p in posts}, timeout_s=180)
         supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(60) == 0, log_path.read_text()[-4000:]
+        assert supervisor.wait(180) == 0, log_path.read_text()[-4000:]  # drain + close; generous under load
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
