@@ -103,7 +103,10 @@ def train(
     l2: Annotated[
         list[float] | None, typer.Option("--l2", help="L2 strength; several: the best on --dev wins")
     ] = None,
-    fpr: Annotated[float, typer.Option("--fpr", help="Post-level false-positive rate to choose thresholds for")] = 0.01,
+    benign_weight: Annotated[
+        float, typer.Option("--benign-weight", help="Weight of benign posts against other negatives")
+    ] = 10.0,
+    fpr: Annotated[float, typer.Option("--fpr", help="Post-level false-positive rate to choose thresholds for")] = 0.02,
     policy_dir: PolicyDirOption = None,
     policy: PolicyOption = None,
 ) -> None:
@@ -138,7 +141,8 @@ def train(
         dev_set = (dev_examples, encode_examples(classifier, dev_examples), label_matrix(dev_examples, spec.names))
     candidates = []
     for strength in l2 or [1e-2]:
-        head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps, l2=strength)
+        head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps, l2=strength,
+                                      benign_weight=benign_weight)
         dev_recall = None
         if dev_set is not None:
             dev_scores = HeadStack(spec.names, calibration, [head]).scores(dev_set[1])
@@ -153,6 +157,7 @@ def train(
         "data_sha256": hashlib.sha256(data_path.read_bytes()).hexdigest()[:12],
         "examples": len(examples),
         "l2": strength,
+        "benign_weight": benign_weight,
         "train_roc_auc": {m.category: m.roc_auc for m in category_metrics(spec.names, examples, train_scores, labels)},
     }
     if dev_set is not None:
@@ -171,10 +176,10 @@ def train(
     console.print(f"head {head.name} ({head.kind}, l2={strength:g}) version {head.version} -> {path}")
     console.print(f"categories: {', '.join(head.categories)}; zero-shot calibration -> {out_dir / CALIBRATION_FILE}")
     if dev_set is not None:
-        console.print(f"thresholds for {fpr:g} post-level FPR on {dev_path.name} (policy rules):")
+        typer.echo(f"thresholds for {fpr:g} post-level FPR on {dev_path.name} (policy rules):")
         for category, value in thresholds.items():
-            console.print(f"  - {{name: {category.replace('_', '-')}-review, category: {category}, "
-                          f"threshold: {value}, action: review}}")
+            typer.echo(f"  - {{name: {category.replace('_', '-')}-review, category: {category}, "
+                       f"threshold: {value}, action: review}}")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -62,6 +62,7 @@ def fit_heads(
     kind: HeadKind,
     steps: int,
     l2: float = 1e-2,
+    benign_weight: float = 1.0,
     seed: int = 0,
 ) -> tuple[TaskHead, Calibration]:
     """A trained head on the frozen features, and Platt-calibrated zero-shot heads, from one data set."""
@@ -69,7 +70,7 @@ def fit_heads(
     slots = embedding_slots(classifier) if kind == "shared" else ()
     head = train_head(
         encoded.features, labels, names, classifier.encoder_id, name=name, kind=kind, steps=steps, l2=l2, seed=seed,
-        slots=slots,
+        slots=slots, benign_weight=benign_weight,
     )
     calibration = Calibration(classifier.default_calibration).fit(names, encoded.zero_shot, labels)
     return head, calibration

@@ -171,13 +171,16 @@ def train_head(
     l2: float = 1e-2,
     seed: int = 0,
     slots: Sequence[tuple[int, int]] = (),
+    benign_weight: float = 1.0,
 ) -> TaskHead:
     """Fit a head with class-balanced binary cross-entropy.
 
     ``labels`` is ``(n, len(categories))`` with 0/1 and NaN where a post carries no label for a
     category. Categories without both classes are dropped: a head cannot learn them, and the
     zero-shot head keeps scoring them. A ``shared`` head needs ``slots``: the equal-width column
-    ranges of the embeddings it reads.
+    ranges of the embeddings it reads. ``benign_weight`` weighs posts labeled 0 everywhere against
+    the other negatives (harmful posts of other categories): false positives that matter to a
+    policy are benign posts flagged, so hard benign look-alikes deserve more of the loss.
     """
     if (kind == "shared") != bool(slots):
         raise ValueError("a shared head needs embedding slots, and only a shared head takes them")
@@ -204,9 +207,11 @@ def train_head(
     # A feature constant in training (e.g. no post had an image) carries no signal: leave it unscaled.
     std = torch.where(std < 1e-6, torch.ones_like(std), std)
     # Harmful posts are the minority: weight each class to half of each category's loss.
+    benign = ((y * known).sum(dim=1, keepdim=True) == 0).float()
+    emphasis = (1 + (benign_weight - 1) * benign) * known * (1 - y)
     positives = (y * known).sum(dim=0)
-    negatives = ((1 - y) * known).sum(dim=0)
-    weight = torch.where(y > 0.5, 0.5 / positives.clamp(min=1), 0.5 / negatives.clamp(min=1)) * known
+    weight = torch.where(y > 0.5, 0.5 / positives.clamp(min=1), 0.5 * emphasis / emphasis.sum(dim=0).clamp(min=1e-6))
+    weight = weight * known
     net = _build_net(kind, int(mean.shape[0]), len(keep), hidden)
     head = TaskHead(
         name=name,
