@@ -312,7 +312,6 @@ class Policy(_Strict):
                 if name not in known:
                     found.append((("escalation", "categories", i),
                                   f"escalation uses unknown category {name!r} (known: {', '.join(sorted(known))})"))
-        found += self._always_block_problems(categories)
         for i, rule in enumerate(self.rules):
             for cond, loc in walk(rule.condition, ("rules", i, *rule.condition_loc)):
                 if isinstance(cond, ScoreCondition) and cond.score not in known:
@@ -320,7 +319,7 @@ class Policy(_Strict):
                     known_list = ", ".join(sorted(known))
                     message = f"rule {rule.name!r} uses unknown category {cond.score!r} (known: {known_list})"
                     found.append((where, message))
-        return found
+        return found + self._always_block_problems(categories)
 
     def _always_block_problems(self, categories: list[Category]) -> list[tuple[Loc, str]]:
         """A live policy must block every ``always_block`` category at a low threshold, and no
