@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -17,7 +16,10 @@ from moderator.model.base import HeadSpec
 from moderator.settings import Settings
 
 if TYPE_CHECKING:
-    from moderator.model.evaluation import CategoryMetrics
+    from moderator.evaldata import LabeledPost
+    from moderator.model.calibration import Calibration
+    from moderator.model.heads import HeadKind, TaskHead
+    from moderator.model.scoring import Encoded, HeadedClassifier
 
 console = Console()
 # Progress lines go to stderr so that `--json` and `--markdown` output can be redirected as is.
@@ -117,7 +119,7 @@ def train(
     """
     from moderator.evaldata import DEV_PATH, TRAIN_PATH, label_matrix, read_labeled
     from moderator.model.calibration import CALIBRATION_FILE
-    from moderator.model.evaluation import category_metrics, choose_thresholds, encode_examples, fit_heads
+    from moderator.model.evaluation import category_metrics, choose_thresholds, encode_examples
     from moderator.model.heads import HEAD_KINDS
     from moderator.model.loader import load_classifier
     from moderator.model.scoring import HeadStack
@@ -139,18 +141,8 @@ def train(
         dev_examples = read_labeled(dev_path)
         status.print(f"encoding {len(dev_examples)} dev posts from {dev_path} ...")
         dev_set = (dev_examples, encode_examples(classifier, dev_examples), label_matrix(dev_examples, spec.names))
-    candidates = []
-    for strength in l2 or [1e-2]:
-        head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps, l2=strength,
-                                      benign_weight=benign_weight)
-        dev_recall = None
-        if dev_set is not None:
-            dev_scores = HeadStack(spec.names, calibration, [head]).scores(dev_set[1])
-            recalls = [m.recall_at_fpr[0.02] for m in category_metrics(spec.names, dev_set[0], dev_scores, dev_set[2])]
-            dev_recall = float(np.mean([r for r in recalls if r is not None]))
-            status.print(f"l2={strength:g}: mean dev recall at 2% FPR {dev_recall:.3f}")
-        candidates.append((dev_recall if dev_recall is not None else 0.0, strength, head, calibration))
-    _, strength, head, calibration = max(candidates, key=lambda c: c[0])
+    strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
+                                               kind=kind, steps=steps, benign_weight=benign_weight)
     train_scores = HeadStack(spec.names, calibration, [head]).scores(encoded)
     head.metrics = {
         "data": data_path.name,
@@ -176,10 +168,40 @@ def train(
     console.print(f"head {head.name} ({head.kind}, l2={strength:g}) version {head.version} -> {path}")
     console.print(f"categories: {', '.join(head.categories)}; zero-shot calibration -> {out_dir / CALIBRATION_FILE}")
     if dev_set is not None:
-        typer.echo(f"thresholds for {fpr:g} post-level FPR on {dev_path.name} (policy rules):")
-        for category, value in thresholds.items():
-            typer.echo(f"  - {{name: {category.replace('_', '-')}-review, category: {category}, "
-                       f"threshold: {value}, action: review}}")
+        _print_thresholds(thresholds, f"{fpr:g} post-level FPR on {dev_path.name}")
+
+
+def _print_thresholds(thresholds: dict[str, float], chosen_for: str) -> None:
+    """Thresholds as review rules to paste into a policy (plain text: no wrapping)."""
+    typer.echo(f"thresholds for {chosen_for} (policy rules):")
+    for category, value in thresholds.items():
+        typer.echo(f"  - {{name: {category.replace('_', '-')}-review, category: {category}, threshold: {value}, "
+                   "action: review}")
+
+
+def _best_on_dev(
+    classifier: HeadedClassifier, encoded: Encoded, labels: np.ndarray,
+    dev_set: tuple[list[LabeledPost], Encoded, np.ndarray] | None, strengths: list[float], *, name: str,
+    kind: HeadKind, steps: int, benign_weight: float,
+) -> tuple[float, TaskHead, Calibration]:
+    """A head per L2 strength; the one with the best mean dev recall at 2% FPR (the first without dev)."""
+    from moderator.model.evaluation import category_metrics, fit_heads
+    from moderator.model.scoring import HeadStack
+
+    candidates = []
+    for strength in strengths:
+        head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps, l2=strength,
+                                      benign_weight=benign_weight)
+        dev_recall = 0.0
+        if dev_set is not None:
+            dev_scores = HeadStack(classifier.spec.names, calibration, [head]).scores(dev_set[1])
+            recalls = [m.recall_at_fpr[0.02] for m in category_metrics(classifier.spec.names, dev_set[0], dev_scores,
+                                                                       dev_set[2])]
+            dev_recall = float(np.mean([r for r in recalls if r is not None]))
+            status.print(f"l2={strength:g}: mean dev recall at 2% FPR {dev_recall:.3f}")
+        candidates.append((dev_recall, -len(candidates), strength, head, calibration))
+    _, _, strength, head, calibration = max(candidates, key=lambda c: (c[0], c[1]))
+    return strength, head, calibration
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -212,9 +234,9 @@ def evaluate(
     and the policy's own thresholds applied to every post (harmful recall, benign FPR)."""
     from dataclasses import asdict
 
-    from moderator.evaldata import MODES, TEST_PATH, label_matrix, read_labeled
+    from moderator.evaldata import TEST_PATH, label_matrix, read_labeled
     from moderator.model.calibration import Calibration
-    from moderator.model.evaluation import REPORTED_FPRS, category_metrics, encode_examples, post_level
+    from moderator.model.evaluation import category_metrics, encode_examples, post_level
     from moderator.model.loader import load_classifier
     from moderator.model.scoring import HeadStack
 
@@ -234,43 +256,50 @@ def evaluate(
         status.print(f"[yellow]no trained heads for encoder {classifier.encoder_id}[/yellow]")
     thresholds = _policy_thresholds(settings, policy)
     report: dict[str, object] = {"data": data_path.name, "posts": len(examples), "model": classifier.info.name}
-    pct = [f"{fpr:.0%}" for fpr in REPORTED_FPRS]
-    columns = ["category", "pos", "neg", "ROC-AUC", *(f"R@{p} FPR" for p in pct),
-               *(f"AUC {m}" for m in MODES), *(f"R@{pct[-1]} {m}" for m in MODES)]
     for label, stack in stacks.items():
         scores = stack.scores(encoded)
         metrics = category_metrics(spec.names, examples, scores, labels)
         overall = post_level(spec.names, examples, scores, thresholds)
         report[label] = {"categories": [asdict(m) for m in metrics], "policy_thresholds": asdict(overall)}
-        rows = [
-            [m.category, str(m.positives), str(m.negatives), _fmt(m.roc_auc),
-             *(_fmt(m.recall_at_fpr[fpr], 2) for fpr in REPORTED_FPRS),
-             *(_fmt(m.modes[mode].roc_auc) for mode in MODES),
-             *(_fmt(m.modes[mode].recall_at_fpr[REPORTED_FPRS[-1]], 2) for mode in MODES)]
-            for m in metrics if m.positives
-        ]
-        aucs = [m.roc_auc for m in metrics if m.roc_auc is not None]
-        title = f"{label} ({classifier.info.name}, {len(examples)} posts) mean ROC-AUC {np.mean(aucs):.3f}"
-        by_mode = ", ".join(f"{mode} {_fmt(r, 2)}" for mode, r in overall.recall_by_mode.items())
-        summary = (f"at the policy's thresholds: harmful recall {overall.recall:.3f} ({by_mode}), "
-                   f"benign FPR {overall.false_positive_rate:.3f} ({overall.harmful} harmful, {overall.benign} benign)")
-        if as_json:
-            continue
-        if markdown:
-            typer.echo(f"\n**{title}**\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
-            for row in rows:
-                typer.echo("| " + " | ".join(row) + " |")
-            typer.echo(f"\n{summary}")
-            continue
-        table = Table(title=title)
-        for column in columns:
-            table.add_column(column, justify="left" if column == "category" else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-        console.print(summary)
+        if not as_json:
+            _print_report(f"{label} ({classifier.info.name}, {len(examples)} posts)", metrics, overall, markdown)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
+
+
+def _print_report(title: str, metrics: list[Any], overall: Any, markdown: bool) -> None:
+    """Per-category rows (recall at the reported FPRs, per mode) and the policy's post-level line."""
+    from moderator.evaldata import MODES
+    from moderator.model.evaluation import REPORTED_FPRS
+
+    pct = [f"{fpr:.0%}" for fpr in REPORTED_FPRS]
+    columns = ["category", "pos", "neg", "ROC-AUC", *(f"R@{p} FPR" for p in pct),
+               *(f"AUC {m}" for m in MODES), *(f"R@{pct[-1]} {m}" for m in MODES)]
+    rows = [
+        [m.category, str(m.positives), str(m.negatives), _fmt(m.roc_auc),
+         *(_fmt(m.recall_at_fpr[fpr], 2) for fpr in REPORTED_FPRS),
+         *(_fmt(m.modes[mode].roc_auc) for mode in MODES),
+         *(_fmt(m.modes[mode].recall_at_fpr[REPORTED_FPRS[-1]], 2) for mode in MODES)]
+        for m in metrics if m.positives
+    ]
+    aucs = [m.roc_auc for m in metrics if m.roc_auc is not None]
+    title = f"{title} mean ROC-AUC {np.mean(aucs):.3f}"
+    by_mode = ", ".join(f"{mode} {_fmt(r, 2)}" for mode, r in overall.recall_by_mode.items())
+    summary = (f"at the policy's thresholds: harmful recall {overall.recall:.3f} ({by_mode}), "
+               f"benign FPR {overall.false_positive_rate:.3f} ({overall.harmful} harmful, {overall.benign} benign)")
+    if markdown:
+        typer.echo(f"\n**{title}**\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+        for row in rows:
+            typer.echo("| " + " | ".join(row) + " |")
+        typer.echo(f"\n{summary}")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(summary)
 
 
 def register(app: typer.Typer) -> None:

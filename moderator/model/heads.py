@@ -158,6 +158,18 @@ def _shared_logits(net: torch.nn.Module, features: torch.Tensor, slots: Sequence
     return torch.stack(per_slot).amax(dim=0)
 
 
+def _standardisation(x: torch.Tensor, slots: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and scale of the head's input: of each feature, or over every present slot of every post."""
+    if slots:
+        rows = torch.cat([x[:, a:b] for a, b in slots])
+        rows = rows[rows.abs().sum(dim=1) > 0]
+        mean, std = rows.mean(dim=0), rows.std(dim=0)
+    else:
+        mean, std = x.mean(dim=0), x.std(dim=0)
+    # A feature constant in training (e.g. no post had an image) carries no signal: leave it unscaled.
+    return mean, torch.where(std < 1e-6, torch.ones_like(std), std)
+
+
 def train_head(
     features: np.ndarray,
     labels: np.ndarray,
@@ -197,15 +209,7 @@ def train_head(
     y_raw = torch.from_numpy(labels[:, keep]).float()
     known = ~torch.isnan(y_raw)
     y = torch.nan_to_num(y_raw)
-    if slots:
-        # Standardise over every present slot of every post: one scale for all slots.
-        rows = torch.cat([x[:, a:b] for a, b in slots])
-        rows = rows[rows.abs().sum(dim=1) > 0]
-        mean, std = rows.mean(dim=0), rows.std(dim=0)
-    else:
-        mean, std = x.mean(dim=0), x.std(dim=0)
-    # A feature constant in training (e.g. no post had an image) carries no signal: leave it unscaled.
-    std = torch.where(std < 1e-6, torch.ones_like(std), std)
+    mean, std = _standardisation(x, slots)
     # Harmful posts are the minority: weight each class to half of each category's loss.
     benign = ((y * known).sum(dim=1, keepdim=True) == 0).float()
     emphasis = (1 + (benign_weight - 1) * benign) * known * (1 - y)
