@@ -45,8 +45,9 @@ def default_policy(version: str, threshold: str, extra_prompt: str | None = None
     text = head.replace('version: "2"', f'version: "{version}"')
     if extra_prompt is not None:
         text = text.replace("      - a photo of a naked person\n", f"      - a photo of a naked person\n      - {extra_prompt}\n")
-    return text + (f"\nrules:\n  - {{name: lockdown, category: sexual, threshold: {threshold}, action: block}}\n"
-                   "  - {name: sexual-minors-block, category: sexual_minors, threshold: 0.5, action: block}\n")
+    # The tiny test model's scores are random: no always-blocked category, so only `lockdown` can block.
+    text = text.replace("    always_block: true\n", "")
+    return text + f"\nrules:\n  - {{name: lockdown, category: sexual, threshold: {threshold}, action: block}}\n"
 
 
 def save(path: Path, text: str) -> None:
