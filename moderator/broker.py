@@ -41,6 +41,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None = None)
         group_id=group_id if group_id is not None else settings.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=settings.kafka_isolation_level,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         # How long the broker may hold a fetch waiting for data: this is latency at low load.

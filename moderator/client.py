@@ -22,8 +22,8 @@ async def produce(settings: Settings, records: Iterable[RawRecord], topic: str |
     """Publish raw records to the posts topic (or ``topic``) and wait until all are acknowledged."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
                                 max_request_size=settings.max_message_bytes + 1024)
-    await producer.start()
-    try:
+    try:  # started inside the try: cancelled mid-start, the producer is still closed
+        await producer.start()
         futures = [await producer.send(topic or settings.input_topic, value=v, key=k, headers=h)
                    for k, v, h in records]
         await asyncio.gather(*futures)
@@ -44,11 +44,11 @@ async def read_topic(settings: Settings, topic: str, *, until_count: int | None 
     """Yield records of ``topic`` from the beginning (no consumer group) until a count, idle gap or timeout."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
     seen = 0
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()
-    try:
+    try:  # started inside the try: cancelled mid-start, the consumer is still closed
+        await consumer.start()
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():

@@ -7,6 +7,9 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from rich.console import Console
@@ -14,11 +17,17 @@ from rich.console import Console
 from moderator.broker import ensure_topics
 from moderator.client import produce, read_topic
 from moderator.embedded.servers import endpoints_or_embedded
+from moderator.ingest.validate import IngestLimits, validate_record
+from moderator.model.base import ModelInput
+from moderator.policy.loader import load_policy_set
 from moderator.review.server import demo_review_app
 from moderator.service import build_service, running
 from moderator.settings import Settings
 from moderator.testing.samples import malformed_records, records_for, sample_posts
 
+T = TypeVar("T")
+# After Ctrl-C the service, the review app and the clients get this long to close before the demo leaves them.
+TEARDOWN_S = 0.5
 ACTION_STYLE = {"allow": "green", "review": "yellow", "block": "bold red"}
 
 
@@ -63,12 +72,51 @@ async def run_demo(settings: Settings, count: int, console: Console) -> None:
             await asyncio.Event().wait()
 
 
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking ``fn`` on a daemon thread: Ctrl-C is not held up by it, and exit does not wait for it."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # cancelled by Ctrl-C meanwhile
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, which re-raises it
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the demo was interrupted
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="demo-model", daemon=True).start()
+    return await future
+
+
+async def _warm_inputs(settings: Settings, posts: list[dict[str, object]]) -> list[ModelInput]:
+    """The model inputs of the first batch of samples: the warm-up runs the shapes the demo will."""
+    limits = IngestLimits.from_settings(settings)
+    first = posts[: settings.max_batch]
+    return [await (await validate_record(record[1], limits)).model_input(limits) for record in records_for(first)]
+
+
 async def _moderate_samples(settings: Settings, count: int, console: Console) -> None:
-    """Run the service until every sample post has its decision."""
+    """Load and warm the model, then run the service until every sample post has its decision."""
     await ensure_topics(settings)
-    service = build_service(settings)
-    console.print(f"model: [cyan]{service.classifier.info.name}[/] {service.classifier.info.version}")
     posts = sample_posts(count, seed=7, prefix="demo")
+    # Loading and the first forward passes (lazy initialisation, thread pools) take seconds: done
+    # before any post is produced, so the latencies shown are those of a running service.
+    console.print("loading the model and warming it up ...")
+    service = await _off_loop(build_service, settings)
+    await _off_loop(service.classifier.score_batch, await _warm_inputs(settings, posts))
+    console.print(f"model: [cyan]{service.classifier.info.name}[/] {service.classifier.info.version} (warm)")
+    console.print(f"[dim]latency: post consumed -> decision published. The {len(posts)} samples arrive at once and "
+                  f"share model batches of up to {settings.max_batch}, so they wait for a whole batch; reposts are "
+                  "cache hits.[/]")
     repeats = [{**p, "post_id": f"{p['post_id']}-repost"} for p in posts[: max(1, count // 4)]]
     malformed = malformed_records("demo-bad")[:4]
     async with running(service):
@@ -86,21 +134,74 @@ async def _moderate_samples(settings: Settings, count: int, console: Console) ->
                   f"dead letters {stats.dead_letters}, batches {service.pipeline.infer.batcher.stats.sizes[:12]}")
 
 
-def demo(settings: Settings, count: int) -> None:
-    """Start what is not configured (broker, Redis) on loopback, run the demo, stop everything."""
+class _Interrupted(BaseException):
+    """Ctrl-C or SIGTERM: unwinds the demo, stopping the servers on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _silence(console: Console) -> None:
+    """After an interrupt nothing more is printed: no late table rows, no teardown log noise."""
+    console.quiet = True
+    logging.disable(logging.CRITICAL)
+
+
+def _run_loop(settings: Settings, count: int, console: Console) -> int:
+    """Run the demo's event loop; Ctrl-C or SIGTERM cancels it, and teardown gets ``TEARDOWN_S`` at most."""
+    loop = asyncio.new_event_loop()
+    main = loop.create_task(run_demo(settings, count, console))
+    received: list[int] = []
+
+    def abandon() -> None:  # raised out of run_until_complete: the servers are stopped, the rest is left behind
+        raise _Interrupted(received[0])
+
+    def interrupt(signum: int) -> None:
+        if received:
+            return
+        received.append(signum)
+        _silence(console)
+        main.cancel()
+        loop.call_later(TEARDOWN_S, abandon)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt, sig)
+    try:
+        loop.run_until_complete(main)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)  # the servers are being stopped: a second Ctrl-C waits for that
+        if not received:
+            loop.close()
+    return 128 + received[0] if received else 0
+
+
+def demo(settings: Settings, count: int) -> int:
+    """Start what is not configured (broker, Redis) on loopback, run the demo, stop everything.
+
+    Returns the exit code: 0, or 128 + the signal number when interrupted (130 for Ctrl-C).
+    """
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with endpoints_or_embedded(settings) as live:
-        console.print(f"broker [cyan]{live.kafka_bootstrap}[/], redis [cyan]{live.redis_url}[/]")
-        loop = asyncio.new_event_loop()
-        main = loop.create_task(run_demo(live, count, console))
-        # Ctrl-C cancels the demo task; the finally blocks stop the service and the servers in order.
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGINT, main.cancel)
-            loop.add_signal_handler(signal.SIGTERM, main.cancel)
-        try:
-            loop.run_until_complete(main)
-        except asyncio.CancelledError:
-            console.print("[yellow]interrupted[/]")
-        finally:
-            loop.close()
+    load_policy_set(settings.policy_dir)  # a missing or broken policy directory fails before any server starts
+
+    def first_interrupt(signum: int, _frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        _silence(console)
+        raise _Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, first_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with endpoints_or_embedded(settings) as live:
+            console.print(f"broker [cyan]{live.kafka_bootstrap}[/], redis [cyan]{live.redis_url}[/]")
+            return _run_loop(live, count, console)
+    except _Interrupted as exc:
+        return 128 + exc.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from moderator.broker import make_consumer, start_with_retry
+from moderator.ingest.fetch_failures import GuardedFetcher, UndecodableRange
 from moderator.ingest.offsets import OffsetTracker
 from moderator.settings import Settings
 from moderator.telemetry.instrument import Telemetry
@@ -28,6 +29,8 @@ from moderator.telemetry.instrument import Telemetry
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ConsumerRecord], Awaitable[None]]
+# Publishes the dead letter of an offset range the client could not decode (moderator.ingest.fetch_failures).
+UndecodableHandler = Callable[[UndecodableRange], Coroutine[None, None, None]]
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -46,13 +49,16 @@ class _Rebalance(ConsumerRebalanceListener):
 class KafkaRunner:
     """One consumer-group member driving ``handler`` with every record of the input topic."""
 
-    def __init__(self, settings: Settings, handler: Handler, telemetry: Telemetry, stopping: asyncio.Event) -> None:
+    def __init__(self, settings: Settings, handler: Handler, telemetry: Telemetry, stopping: asyncio.Event,
+                 undecodable: UndecodableHandler) -> None:
         self.settings = settings
         self.handler = handler
+        self.undecodable = undecodable
         self.telemetry = telemetry
         self.stopping = stopping
         self.offsets = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
+        self.fetcher: GuardedFetcher | None = None
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._paused = False
 
@@ -65,15 +71,16 @@ class KafkaRunner:
         """Join the consumer group (retrying until the broker answers or ``stopping`` is set)."""
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+        self.fetcher = GuardedFetcher(self.consumer, self.offsets.next_offset, self._skip_undecodable)
         await start_with_retry(self.consumer, self.settings, self.stopping)
 
     async def run(self) -> None:
         """Consume until ``stopping`` is set, then drain what is in flight and commit."""
-        assert self.consumer is not None
+        assert self.fetcher is not None
         last_commit = time.monotonic()
         try:
             while not self.stopping.is_set():
-                batches = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.fetch_max_records)
+                batches = await self.fetcher.getmany(timeout_ms=100, max_records=self.settings.fetch_max_records)
                 for tp, records in batches.items():
                     for record in records:
                         self._dispatch(tp, record)
@@ -93,17 +100,27 @@ class KafkaRunner:
         if self.telemetry.counts.first_consumed_at is None:
             self.telemetry.counts.first_consumed_at = time.time()
         self.telemetry.metrics.consumed.inc()
-        self.offsets.add(tp, record.offset)
-        task = asyncio.create_task(self.handler(record), name=f"post {tp.partition}:{record.offset}")
+        self._track(tp, record.offset, self.handler(record), f"post {tp.partition}:{record.offset}")
+
+    def _skip_undecodable(self, skipped: UndecodableRange) -> None:
+        """Dead-letter a range the client cannot decode; its offsets commit once the letter is published."""
+        self._track(skipped.tp, skipped.last, self.undecodable(skipped),
+                    f"undecodable {skipped.tp.partition}:{skipped.first}-{skipped.last}")
+
+    def _track(self, tp: TopicPartition, offset: int, work: Awaitable[None], name: str) -> None:
+        """Run ``work`` for ``offset`` as a task; the offset becomes committable when it succeeds."""
+        self.offsets.add(tp, offset)
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
         tasks = self._tasks.setdefault(tp, set())
         tasks.add(task)
 
-        def finished(t: asyncio.Task[None]) -> None:
+        def finished(t: asyncio.Future[None]) -> None:
             tasks.discard(t)
             if not t.cancelled() and t.exception() is None:
-                self.offsets.done(tp, record.offset)
+                self.offsets.done(tp, offset)
             elif not t.cancelled():
-                log.error("record %s:%s left uncommitted: %r", tp, record.offset, t.exception())
+                log.error("record %s:%s left uncommitted: %r", tp, offset, t.exception())
 
         task.add_done_callback(finished)
 

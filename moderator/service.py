@@ -53,7 +53,8 @@ class ModerationService:
         self.stopping = asyncio.Event()
         self.telemetry = Telemetry([s.value for s in DecisionSource], tracer_provider)
         self.pipeline = PostHandler.build(settings, classifier, policies, redis, review, self.telemetry)
-        self.runner = KafkaRunner(settings, self.pipeline, self.telemetry, self.stopping)
+        self.runner = KafkaRunner(settings, self.pipeline, self.telemetry, self.stopping,
+                                  self.pipeline.publish.undecodable)
         # Hot reload, rebuilding the classifier when categories or prompts change.
         self.reloader = PolicyReloader(policies, settings.policy_dir,
                                        self._rebuild_classifier if classifier_factory is not None else None)

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # Per-partition produce batch: a decision is ~1 kB, so the 16 kB client default throttles bursts.
     kafka_producer_batch_bytes: int = 512 * 1024
     kafka_retry_backoff_max_s: float = 5.0
+    # read_committed: records of aborted (and still open) producer transactions are never moderated.
+    kafka_isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        "read_committed", description="Which records of transactional producers the consumer reads.")
 
     policy_dir: Path = Path("policies")
     model: str = Field("", description="CLIP/SigLIP directory or hub name; empty = packaged offline stack.")

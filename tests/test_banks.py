@@ -116,10 +116,10 @@ def test_bank_cli_adds_lists_and_removes_entries(servers: Servers, tmp_path: Pat
     assert bank in run("list")
     assert pdq_of(image.read_bytes()) in run("list", bank)
     wrong_kind = runner.invoke(app, ["bank", "add", bank, str(image), "--kind", "sha256"], env=env)
-    assert wrong_kind.exit_code == 1 and "exists with kind pdq" in wrong_kind.output
+    assert wrong_kind.exit_code == 2 and "exists with kind pdq" in wrong_kind.output
     assert "1 removed" in run("remove", bank, str(image))
     assert pdq_of(image.read_bytes()) not in run("list", bank)
-    assert runner.invoke(app, ["bank", "list", "no-such-bank"], env=env).exit_code == 1
+    assert runner.invoke(app, ["bank", "list", "no-such-bank"], env=env).exit_code == 2
 
 
 class CountingClassifier(WrappedClassifier):

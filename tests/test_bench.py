@@ -23,6 +23,7 @@ def test_bench_quick_runs_and_writes_well_formed_results(servers: Servers, tmp_p
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "pipeline / naive per-message" in result.stdout
+    assert "it/s]" not in result.stderr, "no progress bar leaks into the report"
     [report] = json.loads(out.read_text())
     assert report["model"] == "tiny"
     assert [r["batch_size"] for r in report["bare"]] == [1, 2, 4, 8]

@@ -153,6 +153,32 @@ def test_rejection_emits_no_pillow_warnings() -> None:
     assert caught == []
 
 
+def gif_with_first_frame(screen: tuple[int, int], frame: tuple[int, int, int, int]) -> bytes:
+    """A tiny GIF whose first frame (left, top, width, height) may extend past its logical screen."""
+    header = b"GIF89a" + struct.pack("<HH", *screen) + bytes([0x80, 0, 0]) + b"\x00\x00\x00\xff\xff\xff"
+    comment = b"!\xfe\x05hello\x00"  # an extension before the frame, walked like Pillow walks it
+    descriptor = b"," + struct.pack("<4H", *frame) + b"\x00"
+    return header + comment + descriptor + b"\x02\x02\x44\x01\x00;"
+
+
+@pytest.mark.parametrize("frame", [(0, 0, 20_000, 20_000), (0, 0, 10_000, 9_500), (15_000, 15_000, 5_000, 5_000)],
+                         ids=["20000-square", "10000x9500", "offset-past-the-screen"])
+def test_gif_frame_larger_than_its_screen_is_too_large_without_pillow_warnings(
+    frame: tuple[int, int, int, int],
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert reason_of(gif_with_first_frame((64, 64), frame), ImageLimits(2_000_000, 40_000_000, 20_000)) \
+            == TOO_LARGE
+    assert caught == []
+
+
+def test_gif_frame_larger_than_its_screen_within_the_limits_decodes() -> None:
+    data = bytearray(encode(Image.new("P", (32, 32), 1), "GIF"))
+    data[6:10] = struct.pack("<HH", 10, 10)  # the screen claims less than the frame covers
+    assert decode_image(bytes(data), LIMITS).size == (32, 32)
+
+
 @pytest.mark.parametrize(("width", "height"), [(1, 20_000), (20_000, 1), (1, 101)])
 def test_extreme_aspect_ratios_are_unsupported(width: int, height: int) -> None:
     assert reason_of(encode(Image.new("L", (width, height), 128), "PNG")) == UNSUPPORTED

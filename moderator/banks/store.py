@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from moderator.banks.schema import BankEntry, BankInfo, BankKind, normalise_hash
 from moderator.keys import BANKS, Keyspace
+from moderator.telemetry.corrupt_entries import decode_or_miss
 
 
 class BankError(ValueError):
@@ -49,19 +50,22 @@ class BankStore:
     async def info(self, name: str) -> BankInfo:
         """One bank's description; BankError when there is no such bank."""
         raw = await self.redis.hget(self._infos, name)
-        if raw is None:
-            raise BankError(f"no bank named {name!r}")
-        return BankInfo.model_validate_json(raw)
+        info = decode_or_miss(raw, BankInfo.model_validate_json, "bank_info", name) if raw is not None else None
+        if info is None:
+            raise BankError(f"no bank named {name!r}" if raw is None else f"bank {name!r} has an unreadable description")
+        return info
 
     async def banks(self) -> list[BankInfo]:
         """Every bank, by name."""
         raw = await self.redis.hgetall(self._infos)
-        return sorted((BankInfo.model_validate_json(v) for v in raw.values()), key=lambda b: b.name)
+        infos = (decode_or_miss(v, BankInfo.model_validate_json, "bank_info", k.decode()) for k, v in raw.items())
+        return sorted((i for i in infos if i is not None), key=lambda b: b.name)
 
     async def versions(self) -> dict[str, int]:
         """Each bank's change counter."""
         raw = await self.redis.hgetall(self._versions)
-        return {k.decode(): int(v) for k, v in raw.items()}
+        versions = {k.decode(): decode_or_miss(v, int, "bank_version", k.decode()) for k, v in raw.items()}
+        return {k: v for k, v in versions.items() if v is not None}
 
     async def add(self, name: str, hashes: Sequence[str], label: str = "", added_by: str = "") -> int:
         """Add entries to an existing bank (re-adding one replaces its label); returns how many were new."""
@@ -90,9 +94,11 @@ class BankStore:
         return int(removed)
 
     async def entries(self, name: str) -> list[BankEntry]:
-        """Every entry of a bank."""
+        """Every readable entry of a bank (an unreadable one is skipped, counted and logged)."""
         raw = await self.redis.hgetall(self._entries(name))
-        return [BankEntry.model_validate_json(v) for v in raw.values()]
+        entries = (decode_or_miss(v, BankEntry.model_validate_json, "bank_entry", f"{name}:{k.decode(errors='replace')}")
+                   for k, v in raw.items())
+        return [e for e in entries if e is not None]
 
     async def drop(self, name: str) -> None:
         """Delete a bank and its entries."""

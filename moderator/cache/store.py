@@ -12,8 +12,19 @@ import orjson
 from redis.asyncio import Redis
 
 from moderator.keys import SCORES, Keyspace
+from moderator.telemetry.corrupt_entries import decode_or_miss
 
 Scores = dict[str, float]
+
+
+def parse_scores(raw: bytes | str) -> Scores:
+    """A cached ``{category: probability}``; ValueError for anything else (a foreign or damaged value)."""
+    value = orjson.loads(raw)
+    if not isinstance(value, dict) or not value or not all(
+        isinstance(v, float | int) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value.values()
+    ):
+        raise ValueError("not a mapping of categories to probabilities")
+    return {str(k): float(v) for k, v in value.items()}
 
 
 class ScoreCache:
@@ -29,11 +40,13 @@ class ScoreCache:
         return self.keys.key(model_version, content_hash)
 
     async def get_many(self, model_version: str, hashes: Sequence[str]) -> list[Scores | None]:
-        """One MGET for a batch of lookups; ``None`` where not cached."""
+        """One MGET for a batch of lookups; ``None`` where not cached or unreadable."""
         if not hashes:
             return []
-        raw = await self.redis.mget([self.key(model_version, h) for h in hashes])
-        return [orjson.loads(value) if value is not None else None for value in raw]
+        keys = [self.key(model_version, h) for h in hashes]
+        raw = await self.redis.mget(keys)
+        return [decode_or_miss(value, parse_scores, "scores", key) if value is not None else None
+                for key, value in zip(keys, raw, strict=True)]
 
     async def set_many(self, model_version: str, scores: Mapping[str, Scores]) -> None:
         """Store a batch of scores in one pipelined round trip."""

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import importlib
+import signal
 
 import typer
+from typer.core import TyperOption
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx: typer.Context) -> str | None:
+    # Typer 0.29 prints "<bool>" after every flag (--json, --help), which reads as if the flag took a value.
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Real-time content moderation over Kafka.")
 
 # Each module defines `register(app)`; imported lazily so `moderator --help` stays fast.
-COMMAND_MODULES = ("service", "models", "bench", "review", "policy", "bank")
+COMMAND_MODULES = ("service", "models", "bench", "review", "policy", "bank", "contract")
 
 
 def build_app() -> typer.Typer:
@@ -21,4 +33,9 @@ def build_app() -> typer.Typer:
 
 def main() -> None:
     """Entry point of the `moderator` script."""
-    build_app()()
+    from moderator.cli.errors import exit_interrupted
+
+    previous = signal.signal(signal.SIGINT, exit_interrupted)  # Ctrl-C while the commands import: exit 130, quietly
+    cli = build_app()
+    signal.signal(signal.SIGINT, previous)
+    cli()

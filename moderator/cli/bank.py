@@ -8,27 +8,35 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
+from redis.exceptions import RedisError
 from rich.table import Table
 
 from moderator.banks.schema import BankKind
 from moderator.banks.store import BankError, BankStore
+from moderator.cli.errors import fail
+from moderator.cli.output import stdout_console
 from moderator.settings import Settings
 
-console = Console()
+console = stdout_console()
 T = TypeVar("T")
+
+NO_REDIS = ("banks live in Redis: set MODERATOR_REDIS_URL=redis://HOST:PORT (README, \"Running Redis\", "
+            "starts one)")
 
 NameArgument = Annotated[str, typer.Argument(help="Bank name (policies refer to it: {bank: NAME})")]
 
 
 def _run(operation: Callable[[BankStore], Awaitable[T]]) -> T:
-    """Run one operation against the configured Redis; BankError becomes a clean exit code 1."""
+    """Run one operation against the configured Redis; a bank or Redis problem ends with one line, exit 2."""
     from moderator.service import connect_redis
 
+    settings = Settings()
+    if not settings.redis_url:
+        fail(NO_REDIS)
+
     async def go() -> T:
-        redis = connect_redis(Settings())
-        if redis is None:
-            raise typer.BadParameter("set MODERATOR_REDIS_URL: banks live in Redis")
+        redis = connect_redis(settings)
+        assert redis is not None
         try:
             return await operation(BankStore(redis))
         finally:
@@ -37,8 +45,9 @@ def _run(operation: Callable[[BankStore], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except BankError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from exc
+        fail(str(exc))
+    except RedisError as exc:
+        fail(f"cannot reach Redis at {settings.redis_url} ({exc}): start it, or fix MODERATOR_REDIS_URL")
 
 
 def hash_item(item: str, kind: BankKind, settings: Settings) -> str:
@@ -51,12 +60,12 @@ def hash_item(item: str, kind: BankKind, settings: Settings) -> str:
     if not path.is_file():
         try:
             return normalise_hash(item)
-        except ValueError as exc:
-            raise typer.BadParameter(f"{item!r} is neither an image file nor a 64-hex-digit hash") from exc
+        except ValueError:
+            fail(f"{item}: neither an image file nor a 64-hex-digit hash")
     try:
         return image_bank_hash(path.read_bytes(), kind, IngestLimits.from_settings(settings).image)
     except ValueError as exc:
-        raise typer.BadParameter(f"{item}: {exc}") from exc
+        fail(f"{item}: {exc}")
 
 
 def add(
@@ -71,8 +80,8 @@ def add(
     settings = Settings()
 
     async def operation(store: BankStore) -> tuple[int, BankKind]:
+        hashes = [hash_item(item, kind, settings) for item in items]  # a bad file creates no bank
         info = await store.create(name, kind, description)
-        hashes = [hash_item(item, info.kind, settings) for item in items]
         return await store.add(name, hashes, label), info.kind
 
     added, bank_kind = _run(operation)

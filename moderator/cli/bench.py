@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from moderator.cli.errors import fail
 from moderator.settings import Settings
 
 
@@ -20,12 +21,17 @@ def bench(
 ) -> None:
     """Bare model vs pipeline vs naive loop vs cache hits, measured in one run on the same broker."""
     from rich.console import Console
+    from transformers.utils import logging as hf_logging
 
     from moderator.bench.report import plot, print_report, write_json
     from moderator.bench.suite import BenchPlan, run_model_suite
     from moderator.embedded.servers import endpoints_or_embedded
 
+    for name in models:
+        if name not in ("tiny", "offline") and not Path(name).is_dir():
+            fail(f"--model {name}: not 'tiny', 'offline' or a model directory")
     logging.basicConfig(level=logging.WARNING)
+    hf_logging.disable_progress_bar()  # saving the tiny test model drew a "Writing model shards" bar
     console = Console()
     plan = BenchPlan.make(quick, max_batch_size)
     reports = []

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from moderator.cli.errors import fail, policy_errors, read_image_file
+from moderator.cli.output import stdout_console
 from moderator.model.base import HeadSpec
 from moderator.settings import Settings
 
@@ -21,14 +23,16 @@ if TYPE_CHECKING:
     from moderator.model.heads import HeadKind, TaskHead
     from moderator.model.scoring import Encoded, HeadedClassifier
 
-console = Console()
+console = stdout_console()
 # Progress lines go to stderr so that `--json` and `--markdown` output can be redirected as is.
 status = Console(stderr=True)
 
-PolicyDirOption = Annotated[Path | None, typer.Option("--policy-dir", help="Policy directory [default: settings]")]
-PolicyOption = Annotated[str | None, typer.Option("--policy", help="Policy name [default: 'default' or the only one]")]
+PolicyDirOption = Annotated[
+    Path | None, typer.Option("--policy-dir", help="Policy directory (default: MODERATOR_POLICY_DIR or ./policies)")
+]
+PolicyOption = Annotated[str | None, typer.Option("--policy", help="Policy name (default: 'default' or the only one)")]
 HeadsDirOption = Annotated[
-    Path | None, typer.Option("--heads-dir", help="Trained heads [default: MODERATOR_HEADS_DIR]")
+    Path | None, typer.Option("--heads-dir", help="Trained heads (default: MODERATOR_HEADS_DIR)")
 ]
 
 
@@ -45,12 +49,24 @@ def _settings(policy_dir: Path | None, heads_dir: Path | None) -> Settings:
 def _head_spec(settings: Settings, name: str | None) -> HeadSpec:
     from moderator.policy.loader import load_policy_dir
 
-    policies = load_policy_dir(settings.policy_dir)
+    with policy_errors(settings.policy_dir):
+        policies = load_policy_dir(settings.policy_dir)
     if name is None:
         name = "default" if "default" in policies or len(policies) != 1 else next(iter(policies))
     if name not in policies:
-        raise typer.BadParameter(f"no policy {name!r} in {settings.policy_dir} (have: {', '.join(sorted(policies))})")
+        fail(f"--policy {name}: no such policy in {settings.policy_dir} (have: {', '.join(sorted(policies))})")
     return policies[name].head_spec()
+
+
+def _read_labeled(path: Path) -> list[LabeledPost]:
+    from moderator.evaldata import read_labeled
+
+    try:
+        return read_labeled(path)
+    except FileNotFoundError:
+        fail(f"--data {path}: no such file")
+    except (OSError, ValueError) as exc:  # read_labeled's ValueError names file:line
+        fail(f"{exc}; each line is {{\"post\": {{...}}, \"labels\": {{\"category\": 0 or 1}}}}")
 
 
 def classify(
@@ -62,18 +78,23 @@ def classify(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
     """Score one image and/or text locally with the configured model (offline stack by default)."""
+    from moderator.ingest.errors import IngestError
     from moderator.ingest.images import ImageLimits, decode_image
     from moderator.model.base import ModelInput
     from moderator.model.loader import load_classifier
 
     if image is None and not text:
-        raise typer.BadParameter("give --image, --text or both")
+        fail("nothing to score: give --image FILE, --text TEXT or both")
     settings = _settings(policy_dir, heads_dir)
+    spec = _head_spec(settings, policy)
     decoded = None
     if image is not None:
         limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_image_side)
-        decoded = decode_image(image.read_bytes(), limits)
-    classifier = load_classifier(settings, _head_spec(settings, policy))
+        try:
+            decoded = decode_image(read_image_file(image), limits)
+        except IngestError as exc:
+            fail(f"--image {image}: {exc.detail}; give a JPEG, PNG, GIF or WebP file")
+    classifier = load_classifier(settings, spec)
     scores = classifier.score_batch([ModelInput(text=text, image=decoded)])[0]
     info = classifier.info
     if as_json:
@@ -97,7 +118,7 @@ def train(
                      "when --data is the shipped train split]"),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Heads directory [default: MODERATOR_HEADS_DIR or ./heads]")
+        Path | None, typer.Option("--out", help="Heads directory (default: MODERATOR_HEADS_DIR or ./heads)")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Head file name")] = "task-head",
     kind: Annotated[str, typer.Option("--kind", help="shared, linear or mlp")] = "shared",
@@ -117,7 +138,7 @@ def train(
     With a dev set, the L2 strength with the best mean recall at 2% FPR on dev is kept, and
     thresholds for ``--fpr`` (post-level, on dev) are printed as policy rules.
     """
-    from moderator.evaldata import DEV_PATH, TRAIN_PATH, label_matrix, read_labeled
+    from moderator.evaldata import DEV_PATH, TRAIN_PATH, label_matrix
     from moderator.model.calibration import CALIBRATION_FILE
     from moderator.model.evaluation import category_metrics, choose_thresholds, encode_examples
     from moderator.model.heads import HEAD_KINDS
@@ -125,20 +146,20 @@ def train(
     from moderator.model.scoring import HeadStack
 
     if kind not in HEAD_KINDS:
-        raise typer.BadParameter(f"--kind must be one of {', '.join(HEAD_KINDS)}")
+        fail(f"--kind {kind}: must be one of {', '.join(HEAD_KINDS)}")
     settings = _settings(policy_dir, None)
     out_dir = out or settings.heads_dir or Path("heads")
     data_path = data or TRAIN_PATH
     dev_path = dev or (DEV_PATH if data is None else None)
     spec = _head_spec(settings, policy)
-    examples = read_labeled(data_path)
+    examples = _read_labeled(data_path)
     classifier = load_classifier(settings, spec)
     status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
     encoded = encode_examples(classifier, examples)
     labels = label_matrix(examples, spec.names)
     dev_set = None
     if dev_path is not None:
-        dev_examples = read_labeled(dev_path)
+        dev_examples = _read_labeled(dev_path)
         status.print(f"encoding {len(dev_examples)} dev posts from {dev_path} ...")
         dev_set = (dev_examples, encode_examples(classifier, dev_examples), label_matrix(dev_examples, spec.names))
     strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
@@ -223,7 +244,7 @@ def _policy_thresholds(settings: Settings, name: str | None) -> dict[str, float]
 
 
 def evaluate(
-    data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL [default: shipped test split]")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL (default: shipped test split)")] = None,
     heads_dir: HeadsDirOption = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables (for docs)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
@@ -234,7 +255,7 @@ def evaluate(
     and the policy's own thresholds applied to every post (harmful recall, benign FPR)."""
     from dataclasses import asdict
 
-    from moderator.evaldata import TEST_PATH, label_matrix, read_labeled
+    from moderator.evaldata import TEST_PATH, label_matrix
     from moderator.model.calibration import Calibration
     from moderator.model.evaluation import category_metrics, encode_examples, post_level
     from moderator.model.loader import load_classifier
@@ -243,7 +264,7 @@ def evaluate(
     settings = _settings(policy_dir, heads_dir)
     spec = _head_spec(settings, policy)
     data_path = data or TEST_PATH
-    examples = read_labeled(data_path)
+    examples = _read_labeled(data_path)
     classifier = load_classifier(settings, spec)
     status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
     encoded = encode_examples(classifier, examples)

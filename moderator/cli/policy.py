@@ -9,45 +9,54 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from moderator.cli.errors import fail
+from moderator.cli.output import stdout_console
 from moderator.policy.engine import PolicyVerdict
 from moderator.settings import Settings
 
-console = Console()
+console = stdout_console()
 
 PolicyDirOption = Annotated[
-    Path | None, typer.Option("--policy-dir", help="Directory of the serving policies [default: MODERATOR_POLICY_DIR]")
+    Path | None, typer.Option("--policy-dir", help="Directory of the serving policies (default: MODERATOR_POLICY_DIR)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
 
 
 def validate(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Policy directories or files [default: policy dir]")
+        list[Path] | None, typer.Argument(help="Policy directories or files (default: policy dir)")
     ] = None,
     policy_dir: PolicyDirOption = None,
 ) -> None:
     """Check policies; errors name file, line and field. Exit code 1 when any is invalid (for CI)."""
-    from moderator.policy.loader import PolicyError, load_candidate, load_policy_set
+    from moderator.policy.loader import PolicyError, load_candidate, load_policy_set, parse_policy_source
 
     settings = Settings()
     failed = False
     for path in paths or [policy_dir or settings.policy_dir]:
+        alone = ""
         try:
             if path.is_dir():
                 policies = list(load_policy_set(path).policies.values())
             else:
-                policies = [load_candidate(path, policy_dir or path.parent)[1]]
-        except (PolicyError, OSError) as exc:
+                policy_set, _ = load_candidate(path, policy_dir or path.parent)
+                # Standing alone, the candidate is checked as its own default: label it by what it declares.
+                policies = [parse_policy_source(path.read_text(encoding="utf-8"), str(path)).policy]
+                alone = ", checked alone" if len(policy_set.policies) == 1 else ""
+        except PolicyError as exc:
             failed = True
             typer.echo(str(exc), err=True)
             continue
+        except OSError as exc:
+            failed = True
+            typer.echo(f"{path}: {exc.strerror or exc}", err=True)
+            continue
         for policy in policies:
-            role = ("default" if policy.default or len(policies) == 1 else
-                    f"shadow of {policy.shadow_of}" if policy.shadow_of else "selected by applies_when")
-            typer.echo(f"ok  {path}: {policy.name} v{policy.version} ({role}, {len(policy.rules)} rules)")
+            role = (f"shadow of {policy.shadow_of}" if policy.shadow_of else
+                    "selected by applies_when" if policy.applies_when is not None else "default")
+            typer.echo(f"ok  {path}: {policy.name} v{policy.version} ({role}{alone}, {len(policy.rules)} rules)")
     if failed:
         raise typer.Exit(1)
 
@@ -65,15 +74,49 @@ def schema(
         out.write_text(text, encoding="utf-8")
 
 
-def _read_posts(path: Path) -> list[dict[str, Any]]:
-    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+EXPECTABLE = ("allow", "review", "block", "dead-letter")
+
+
+def _read_posts(path: Path, categories: list[str]) -> list[dict[str, Any]]:
+    """The posts of a JSONL file; a line that is not a post, or whose ``scores`` or ``expect`` would be
+    silently ignored (a misspelled category, an unknown action), ends the command naming file:line."""
     posts: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
-        data = orjson.loads(line)
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            fail(f"{where}: not valid JSON ({exc}); each line is one post as a JSON object")
         if not isinstance(data, dict):
-            raise typer.BadParameter(f"{path}:{number}: each line must be a JSON object (a post)")
+            fail(f"{where}: each line must be a JSON object (a post), not {type(data).__name__}")
+        _check_expect(where, data.get("expect"))
+        _check_scores(where, data.get("scores"), categories)
         posts.append(data)
     return posts
+
+
+def _check_expect(where: str, expect: object) -> None:
+    if expect is not None and expect not in EXPECTABLE:
+        fail(f"{where}: expect: {expect!r} is not an outcome; use one of {', '.join(EXPECTABLE)}")
+
+
+def _check_scores(where: str, scores: object, categories: list[str]) -> None:
+    import difflib
+
+    if scores is None:
+        return
+    if not isinstance(scores, dict):
+        fail(f"{where}: scores: must be an object of category -> score, e.g. {{\"{categories[0]}\": 0.9}}")
+    for category, score in scores.items():
+        if category not in categories:
+            close = difflib.get_close_matches(category, categories, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            fail(f"{where}: scores: unknown category {category!r}; {hint}the policy's categories are "
+                 f"{', '.join(categories)}")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+            fail(f"{where}: scores.{category}: {score!r} is not a number between 0 and 1")
 
 
 async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> list[dict[str, Any]]:
@@ -92,7 +135,7 @@ async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> l
     from moderator.telemetry.instrument import Telemetry
 
     policy_set, policy = load_candidate(policy_file, settings.policy_dir)
-    redis = connect_redis(settings) if policy.bank_limits else None
+    redis = connect_redis(settings) if policy.bank_limits and settings.redis_url else None
     handler = PostHandler.build(settings, LoadedOnFirstUse(settings, policy_set.head_spec()), PolicyStore(policy_set),
                                 redis, None, Telemetry([s.value for s in DecisionSource]), score_cache=False,
                                 escalation=False)
@@ -104,14 +147,14 @@ async def _dry_run(settings: Settings, policy_file: Path, posts_file: Path) -> l
         try:
             decided = await handler.moderate(orjson.dumps(data), policy=policy, scores=scores)
         except IngestError as exc:
-            return row | {"action": "dead-letter", "rule": exc.reason.value, "source": "ingest"}
+            return row | {"action": "dead-letter", "rule": exc.reason.value, "label": exc.detail, "source": "ingest"}
         source = ("bank" if decided.decision.source is DecisionSource.BANK else
                   "given" if scores is not None else "model")
         return row | _verdict_row(decided.verdict) | {"source": source, "scores": decided.decision.scores}
 
     try:
         # Concurrently, so the posts that need the model share its batches.
-        return list(await asyncio.gather(*(dry_run(data) for data in _read_posts(posts_file))))
+        return list(await asyncio.gather(*(dry_run(data) for data in _read_posts(posts_file, policy_set.head_spec().names))))
     finally:
         await handler.close()
         if redis is not None:
@@ -169,9 +212,10 @@ async def _recorded(settings: Settings, since: str, until: str | None, group: st
     from moderator.policy.backtest import parse_since
     from moderator.service import connect_redis
 
+    if not settings.redis_url:
+        fail("recorded decisions live in Redis: set MODERATOR_REDIS_URL=redis://HOST:PORT, or give --scores FILE")
     redis = connect_redis(settings)
-    if redis is None:
-        raise typer.BadParameter("set MODERATOR_REDIS_URL (recorded decisions live in Redis) or give --scores FILE")
+    assert redis is not None
     try:
         score_log = ScoreLog(redis, log_key(group or settings.consumer_group), settings.score_log_max)
         return [r async for r in score_log.read(parse_since(since), parse_since(until) if until else None)]
@@ -187,7 +231,7 @@ def backtest(
         Path | None, typer.Option("--scores", help="Read records from this JSONL file, not Redis")
     ] = None,
     group: Annotated[str | None, typer.Option("--group", help="Deployment (consumer group) whose decisions "
-                                                              "to replay [default: MODERATOR_CONSUMER_GROUP]")] = None,
+                                                              "to replay (default: MODERATOR_CONSUMER_GROUP)")] = None,
     all_policies: Annotated[bool, typer.Option("--all-policies", help="Also replay posts another policy "
                                                                       "decided")] = False,
     examples: Annotated[int, typer.Option("--examples", help="Examples shown per category")] = 3,
@@ -205,7 +249,12 @@ def backtest(
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
-    records = read_jsonl(scores) if scores is not None else asyncio.run(_recorded(settings, since, until, group))
+    from redis.exceptions import RedisError
+
+    try:
+        records = read_jsonl(scores) if scores is not None else asyncio.run(_recorded(settings, since, until, group))
+    except RedisError as exc:
+        fail(f"cannot reach Redis at {settings.redis_url} ({exc}): start it, or fix MODERATOR_REDIS_URL")
     report = run_backtest(policy, records, all_policies=all_policies, examples_per_category=examples)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))

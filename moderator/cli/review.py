@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from moderator.cli.errors import fail
 from moderator.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ review_app.add_typer(token_app, name="token")
 @review_app.callback(invoke_without_command=True)
 def review(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Listen address [default: MODERATOR_REVIEW_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port [default: MODERATOR_REVIEW_PORT]")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: MODERATOR_REVIEW_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: MODERATOR_REVIEW_PORT)")] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Run the review web app and API on the configured Redis and Kafka (accounts: `review user add`)."""
@@ -41,7 +42,8 @@ def review(
     settings = Settings()
     configure_logging(settings.log_format, log_level)
     if not settings.redis_url or not settings.kafka_bootstrap:
-        raise typer.BadParameter("set MODERATOR_REDIS_URL and MODERATOR_KAFKA_BOOTSTRAP (or use `moderator demo`)")
+        fail("the review app needs Redis and Kafka: set MODERATOR_REDIS_URL and MODERATOR_KAFKA_BOOTSTRAP "
+             "(or run `moderator demo`)")
     update = {k: v for k, v in {"review_host": host, "review_port": port}.items() if v is not None}
     settings = settings.model_copy(update=update)
     _check_secret(settings)
@@ -67,7 +69,7 @@ def export_labels(
 
     settings = Settings()
     if not settings.redis_url:
-        raise typer.BadParameter("set MODERATOR_REDIS_URL")
+        fail("review items live in Redis: set MODERATOR_REDIS_URL=redis://HOST:PORT")
     count = asyncio.run(export(settings, out, policy))
     typer.echo(f"wrote {count} labeled posts to {out}")
 
@@ -79,8 +81,8 @@ def _check_secret(settings: Settings) -> None:
         typer.echo("MODERATOR_REVIEW_USERS(_FILE) is ignored: issue tokens with `moderator review user add` "
                    "(docs/review.md, Upgrading)", err=True)
     if len(settings.review_token_secret.get_secret_value()) < MIN_SECRET_CHARS:
-        raise typer.BadParameter(f"set MODERATOR_REVIEW_TOKEN_SECRET to a secret of {MIN_SECRET_CHARS}+ characters "
-                                 "(the same for the app and these commands)")
+        fail(f"set MODERATOR_REVIEW_TOKEN_SECRET to a secret of {MIN_SECRET_CHARS}+ characters "
+             "(the same for the app and these commands)")
 
 
 def _with_tokens(action: Callable[[TokenStore], Awaitable[T]]) -> T:
@@ -91,7 +93,7 @@ def _with_tokens(action: Callable[[TokenStore], Awaitable[T]]) -> T:
 
     settings = Settings()
     if not settings.redis_url:
-        raise typer.BadParameter("set MODERATOR_REDIS_URL")
+        fail("review accounts and tokens live in Redis: set MODERATOR_REDIS_URL=redis://HOST:PORT")
     _check_secret(settings)
 
     async def main() -> T:

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import os
+import signal
+import sys
 
 import typer
 
+from moderator.cli.errors import exit_interrupted, fail, policy_errors
 from moderator.settings import Settings
-
-
-def _exit_on_policy_error(run: Callable[[], None], settings: Settings) -> None:
-    """Run; a missing or invalid policy directory ends the command with one clear line, not a traceback."""
-    from moderator.policy.loader import PolicyError
-
-    try:
-        run()
-    except PolicyError as exc:
-        typer.secho(f"moderator: {exc}\n(MODERATOR_POLICY_DIR resolves to {settings.policy_dir.resolve()}: run from the project "
-                    "directory or point it at a directory of policy YAML files)", err=True, fg="red")
-        raise typer.Exit(2) from exc
 
 
 def serve(
@@ -32,18 +23,30 @@ def serve(
     settings = Settings()
     configure_logging(settings.log_format, log_level)  # MODERATOR_LOG_FORMAT=json for log shippers
     if not settings.kafka_bootstrap:
-        raise typer.BadParameter("set MODERATOR_KAFKA_BOOTSTRAP (or use `moderator demo` for embedded servers)")
-    _exit_on_policy_error(lambda: asyncio.run(run_service(build_service(settings))), settings)
+        fail("serve needs a broker: set MODERATOR_KAFKA_BOOTSTRAP (or run `moderator demo` for embedded servers)")
+    with policy_errors(settings.policy_dir):
+        asyncio.run(run_service(build_service(settings)))
 
 
 def demo(
     count: int = typer.Option(24, "--count", "-n", min=1, help="Sample posts to produce before exiting."),
 ) -> None:
     """Start an embedded broker and Redis, the service, produce sample posts and print their decisions."""
-    from moderator.demo import demo as run
+    # Until the demo installs its own handler nothing is started: Ctrl-C while torch and the rest import just exits.
+    previous = signal.signal(signal.SIGINT, exit_interrupted)
+    try:
+        from moderator.demo import demo as run
 
-    settings = Settings()
-    _exit_on_policy_error(lambda: run(settings, count), settings)
+        settings = Settings()
+        with policy_errors(settings.policy_dir):
+            code = run(settings, count)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if code:
+        # Interrupted: the servers are stopped; a model still loading or scoring on a worker thread is not waited for.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def register(app: typer.Typer) -> None:

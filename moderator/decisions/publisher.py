@@ -12,7 +12,8 @@ from aiokafka.structs import ConsumerRecord
 from moderator.broker import send_with_retry
 from moderator.decisions.schema import Decision
 from moderator.ingest.errors import IngestError
-from moderator.ingest.schema import DeadLetter
+from moderator.ingest.fetch_failures import UndecodableRange
+from moderator.ingest.schema import DeadLetter, DeadLetterReason
 
 
 class Publisher:
@@ -44,4 +45,15 @@ class Publisher:
             self.producer, self.dlq_topic, letter.model_dump_json().encode(),
             post_id.encode() if post_id else record.key, list(record.headers or ()), self.max_backoff_s, self.stopping,
         )
+        return letter
+
+    async def undecodable(self, skipped: UndecodableRange) -> DeadLetter:
+        """Publish one dead letter for a range of offsets the client could not decode (no payload)."""
+        letter = DeadLetter(
+            reason=DeadLetterReason.UNDECODABLE_BATCH, detail=skipped.error[:2000], topic=skipped.tp.topic,
+            partition=skipped.tp.partition, offset=skipped.first, last_offset=skipped.last, payload_b64="",
+            failed_at=datetime.now(UTC),
+        )
+        await send_with_retry(self.producer, self.dlq_topic, letter.model_dump_json().encode(), None, [],
+                              self.max_backoff_s, self.stopping)
         return letter

@@ -1,4 +1,4 @@
-"""Wire model of the decisions topic (DESIGN.md: Decision)."""
+"""Wire model of the decisions topic (docs/contract.md: Decision)."""
 
 from __future__ import annotations
 

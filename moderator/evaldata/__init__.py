@@ -1,6 +1,6 @@
 """The labeled evaluation set that ships with the project, and the labeled JSONL format.
 
-One line per post: ``{"post": <Post JSON as in DESIGN.md>, "labels": {"scam": 1, "drugs": 0}}``.
+One line per post: ``{"post": <Post JSON as in docs/contract.md>, "labels": {"scam": 1, "drugs": 0}}``.
 A category missing from ``labels`` is unknown for that post (not negative). The same format takes
 reviewer decisions later, so keep it this plain.
 

@@ -13,6 +13,7 @@ Peak memory of one call is bounded by the limits: ``max_bytes`` of input plus at
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -122,6 +123,51 @@ def _check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
         )
 
 
+def _gif_sub_block(data: bytes, pos: int) -> tuple[int, bytes | None]:
+    """One GIF data sub-block at ``pos`` read as Pillow reads it: None for the zero-length terminator."""
+    if pos >= len(data) or not data[pos]:
+        return pos + 1, None
+    end = pos + 1 + data[pos]
+    return end, data[pos + 1 : end]
+
+
+def _gif_size(data: bytes) -> tuple[int, int]:
+    """The size Pillow will give a GIF once it has read the first frame's descriptor.
+
+    Pillow grows the logical screen to cover a first frame that extends past it, and runs its own
+    bomb check (an error or a warning, by its global setting) while doing so, before our limits
+    could be applied. This walks the blocks exactly as ``GifImageFile._seek(0)`` does, so the
+    grown size is checked first.
+    """
+    width, height = struct.unpack_from("<HH", data, 6)
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while pos < len(data):
+        tag, pos = data[pos], pos + 1
+        if tag == 0x3B:  # trailer
+            break
+        if tag == 0x2C:  # image descriptor: left, top, width, height
+            if pos + 8 > len(data):
+                break
+            left, top, frame_w, frame_h = struct.unpack_from("<4H", data, pos)
+            return max(width, left + frame_w), max(height, top + frame_h)
+        if tag != 0x21:  # Pillow skips stray bytes between blocks
+            continue
+        label = data[pos] if pos < len(data) else 0
+        pos, block = _gif_sub_block(data, pos + 1)
+        if label == 0xFE:  # comment: read until the first empty sub-block
+            while block:
+                pos, block = _gif_sub_block(data, pos)
+            continue
+        if label == 0xFF and block is not None and block.startswith(b"NETSCAPE2.0"):
+            pos, _ = _gif_sub_block(data, pos)
+        while True:
+            pos, block = _gif_sub_block(data, pos)
+            if not block:
+                break
+    return width, height
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB with transparency composited on white and 16-bit samples scaled, not clipped."""
     if image.mode.startswith("I"):
@@ -147,6 +193,8 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise IngestError(DeadLetterReason.IMAGE_TOO_LARGE, f"{len(data)} bytes > limit {limits.max_bytes}")
     fmt, opener = _sniff(data)
+    if fmt == "GIF" and len(data) >= 13:
+        _check_dimensions(*_gif_size(data), limits)
     try:
         with opener(io.BytesIO(data)) as image:  # parses the header only
             _check_dimensions(*image.size, limits)
@@ -155,6 +203,8 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             return _to_rgb(image)
     except IngestError:
         raise
+    except Image.DecompressionBombError as exc:  # only if another module tightened Pillow's global limit
+        raise IngestError(DeadLetterReason.IMAGE_TOO_LARGE, f"{fmt}: {exc}") from exc
     except Exception as exc:
         # Pillow's parsers signal malformed input with many types (OSError, SyntaxError, EOFError,
         # struct.error, IndexError, ...): every one of them means "cannot decode this".

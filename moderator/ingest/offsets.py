@@ -31,6 +31,10 @@ class OffsetTracker:
         if pending is not None:
             pending.discard(offset)
 
+    def next_offset(self, tp: TopicPartition) -> int | None:
+        """One past the newest record of ``tp`` handed to processing; None if there was none."""
+        return self._next.get(tp)
+
     @property
     def in_flight(self) -> int:
         return sum(len(p) for p in self._pending.values())

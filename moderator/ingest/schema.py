@@ -1,4 +1,4 @@
-"""Wire models of the posts topic and its dead-letter topic (DESIGN.md: Post, DeadLetter)."""
+"""Wire models of the posts topic and its dead-letter topic (docs/contract.md: Post, DeadLetter)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,13 @@ Identifier = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(
 class ImageRef(BaseModel):
     """An image carried inline (base64) or by URL; exactly one of the two."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"oneOf": [
+        {"required": ["data_b64"], "properties": {"data_b64": {"type": "string"}}},
+        {"required": ["url"], "properties": {"url": {"type": "string"}}},
+    ]})
 
-    data_b64: str | None = None
-    url: str | None = None
+    data_b64: str | None = Field(None, description="The image file's bytes, base64 (JPEG, PNG, GIF or WebP).")
+    url: str | None = Field(None, description="http(s) URL on a public address, fetched with size and time limits.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ImageRef:
@@ -39,14 +42,18 @@ class ImageRef(BaseModel):
 class Post(BaseModel):
     """A user upload to moderate. Unknown top-level fields are kept in ``metadata``."""
 
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=False, json_schema_extra={"anyOf": [
+        {"required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}},
+        {"required": ["image"], "properties": {"image": {"type": "object"}}},
+    ]})
 
-    post_id: Identifier
-    user_id: Identifier
-    text: str | None = None
+    post_id: Identifier = Field(description="Unique id: the key of the post's records and of its decision.")
+    user_id: Identifier = Field(description="The author (reviewers see the user's other posts).")
+    text: str | None = Field(None, description="Caption or body; a post needs text, an image or both.")
     image: ImageRef | None = None
-    created_at: datetime | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = Field(None, description="When the user posted (ISO 8601).")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form facts policies can test "
+                                     "(surface, locale, account_age_days, trust ...).")
 
     @model_validator(mode="after")
     def _has_content(self) -> Post:
@@ -71,17 +78,20 @@ class DeadLetterReason(StrEnum):
     URL_BLOCKED = "url_blocked"
     URL_FETCH_FAILED = "url_fetch_failed"
     MODEL_ERROR = "model_error"
+    UNDECODABLE_BATCH = "undecodable_batch"  # the Kafka client could not decode a fetched batch
     INTERNAL_ERROR = "internal_error"
 
 
 class DeadLetter(BaseModel):
     """A record that could not be moderated, with the original bytes so it can be replayed."""
 
-    reason: DeadLetterReason
-    detail: str
-    topic: str
+    reason: DeadLetterReason = Field(description="Stable machine-readable cause: match on it.")
+    detail: str = Field(description="Human-readable cause, naming the field for schema errors.")
+    topic: str = Field(description="Where the record was read: topic, partition and offset.")
     partition: int
     offset: int
-    post_id: str | None = None
-    payload_b64: str
+    last_offset: int | None = Field(None, description="undecodable_batch only: the last offset of the skipped "
+                                    "range that starts at offset (such a letter has no payload).")
+    post_id: str | None = Field(None, description="The post's id, when it could be read.")
+    payload_b64: str = Field(description="The record's original value, base64, for replay.")
     failed_at: datetime

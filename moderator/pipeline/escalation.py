@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import orjson
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -36,6 +35,7 @@ from moderator.policy.engine import PolicyVerdict
 from moderator.policy.escalation import adjust, build_key, escalated_categories, escalation_spec
 from moderator.policy.schema import Policy
 from moderator.settings import Settings
+from moderator.telemetry.corrupt_entries import decode_or_miss
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +212,8 @@ class EscalationTier:
             return None
         if raw is None:
             return None
-        try:
-            cached = CachedAnswer.model_validate(orjson.loads(raw))
-        except ValueError as exc:  # a damaged entry is a miss, never a failed decision
-            log.warning("escalation cache entry %s unreadable: %s", key, exc)
+        cached = decode_or_miss(raw, CachedAnswer.model_validate_json, "escalation_verdict", key)
+        if cached is None:  # a damaged entry is a miss, never a failed decision
             return None
         return VlmAnswer(cached.unsafe, tuple(cached.categories), "")
 

@@ -8,6 +8,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
 from moderator.decisions.publisher import Publisher
 from moderator.decisions.schema import Decision
 from moderator.ingest.errors import IngestError
+from moderator.ingest.fetch_failures import UndecodableRange
+from moderator.ingest.schema import DeadLetterReason
 from moderator.ingest.validate import post_id_of
 from moderator.telemetry import tracing
 from moderator.telemetry.instrument import Telemetry
@@ -42,3 +44,9 @@ class Publish:
         span = get_current_span()
         span.set_attribute("moderator.dead_letter.reason", error.reason.value)
         span.set_status(Status(StatusCode.ERROR, error.reason.value))
+
+    async def undecodable(self, skipped: UndecodableRange) -> None:
+        """Publish one dead letter for an offset range the Kafka client could not decode."""
+        assert self.publisher is not None
+        await self.publisher.undecodable(skipped)
+        self.telemetry.metrics.dead_lettered(DeadLetterReason.UNDECODABLE_BATCH.value)

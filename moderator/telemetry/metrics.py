@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from moderator.telemetry.corrupt_entries import CorruptEntriesCollector
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -52,6 +54,7 @@ class ServiceMetrics:
         self.stage_seconds = Histogram("moderator_stage_seconds", "Wall time of one pipeline stage (per post, "
                                        "or per batch for batched stages).", ["stage"], buckets=SECONDS_BUCKETS,
                                        registry=r)
+        r.register(CorruptEntriesCollector())
 
     def cache_lookup(self, hit: bool) -> None:
         """Count one post's cache outcome."""
