@@ -1,0 +1,32 @@
+"""Serving the API next to a running service, in its event loop (``moderator serve``, ``moderator demo``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from moderator.api.app import create_api
+from moderator.api.keys import ApiKeyStore
+from moderator.api.metrics import ApiMetrics
+from moderator.service import ModerationService
+from moderator.telemetry.server import OpsServer
+
+
+@contextlib.asynccontextmanager
+async def serving_api(service: ModerationService, port: int) -> AsyncIterator[OpsServer]:
+    """Serve the API for ``service`` on ``MODERATOR_API_HOST:port`` (0 picks a free port) for the block.
+
+    Raises ValueError without Redis: the API keys live there.
+    """
+    if service.redis is None:
+        raise ValueError("the HTTP API (MODERATOR_API_PORT) needs MODERATOR_REDIS_URL: its API keys live in Redis")
+    settings = service.settings
+    app = create_api(service, ApiKeyStore(service.redis), ApiMetrics(service.metrics.registry),
+                     max_in_flight=settings.api_max_in_flight, max_body_bytes=settings.max_message_bytes,
+                     max_inputs=settings.api_max_inputs)
+    server = OpsServer(app, settings.api_host, port)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
