@@ -197,7 +197,7 @@ async def test_a_full_api_answers_429_with_retry_after(api_settings: Settings) -
 
 
 async def test_revoked_keys_are_refused(api_settings: Settings) -> None:
-    async with api_for(api_settings) as api:
+    async with api_for(api_settings.model_copy(update={"api_key_cache_s": 0.0})) as api:
         key, token = await api.keys.create("short-lived")
         async with httpx.AsyncClient(base_url=api.url, headers={"Authorization": f"Bearer {token}"}) as http:
             before = await http.post("/v1/moderations", json={"input": "hello"})

@@ -8,10 +8,12 @@ deletes the record, so the next request with that key is refused.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
+import time
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -58,13 +60,14 @@ class ApiKeyStore:
         match = _TOKEN.fullmatch(token)
         if match is None:
             return None
-        raw = await self.redis.hget(self.hash_name, match.group(1))
-        if raw is None:
-            return None
-        stored = _StoredKey.model_validate_json(raw)
-        if not hmac.compare_digest(_digest(stored.salt, match.group(2)), stored.digest):
+        stored = await self._stored(match.group(1))
+        if stored is None or not hmac.compare_digest(_digest(stored.salt, match.group(2)), stored.digest):
             return None
         return ApiKey.model_validate(stored.model_dump())
+
+    async def _stored(self, key_id: str) -> _StoredKey | None:
+        raw = await self.redis.hget(self.hash_name, key_id)
+        return _StoredKey.model_validate_json(raw) if raw is not None else None
 
     async def revoke(self, key_id: str) -> bool:
         """Delete a key; False when there was none with that id."""
@@ -74,3 +77,32 @@ class ApiKeyStore:
         """Every live key, oldest first."""
         stored = [_StoredKey.model_validate_json(raw) for raw in (await self.redis.hvals(self.hash_name))]
         return sorted((ApiKey.model_validate(k.model_dump()) for k in stored), key=lambda k: k.created_at)
+
+
+class CachedKeyStore(ApiKeyStore):
+    """The store as the API reads it: live keys remembered for ``ttl_s``, Redis lookups bounded.
+
+    Without this every request would cost a Redis round trip and a pooled connection (200 clients
+    exhausted the pool). A revoked key is refused within ``ttl_s``. Only existing keys are
+    remembered, so made-up ids cannot grow the memo; their lookups wait for one of
+    ``max_lookups`` slots, so they cannot take every Redis connection either.
+    """
+
+    def __init__(self, redis: Redis, ttl_s: float, max_lookups: int = 16, hash_name: str = KEYS_HASH) -> None:
+        super().__init__(redis, hash_name)
+        self.ttl_s = ttl_s
+        self._memo: dict[str, tuple[float, _StoredKey]] = {}
+        self._lookups = asyncio.Semaphore(max_lookups)
+
+    async def _stored(self, key_id: str) -> _StoredKey | None:
+        now = time.monotonic()
+        memo = self._memo.get(key_id)
+        if memo is not None and memo[0] > now:
+            return memo[1]
+        async with self._lookups:
+            stored = await super()._stored(key_id)
+        if stored is None:
+            self._memo.pop(key_id, None)
+        elif self.ttl_s > 0:
+            self._memo[key_id] = (now + self.ttl_s, stored)
+        return stored

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from moderator.api.app import create_api
-from moderator.api.keys import ApiKeyStore
+from moderator.api.keys import CachedKeyStore
 from moderator.api.metrics import ApiMetrics
 from moderator.service import ModerationService
 from moderator.telemetry.server import OpsServer
@@ -21,7 +21,7 @@ async def serving_api(service: ModerationService, port: int) -> AsyncIterator[Op
     if service.redis is None:
         raise ValueError("the HTTP API (MODERATOR_API_PORT) needs MODERATOR_REDIS_URL: its API keys live in Redis")
     settings = service.settings
-    app = create_api(service, ApiKeyStore(service.redis), ApiMetrics(service.metrics.registry),
+    app = create_api(service, CachedKeyStore(service.redis, settings.api_key_cache_s), ApiMetrics(service.metrics.registry),
                      max_in_flight=settings.api_max_in_flight, max_body_bytes=settings.max_message_bytes,
                      max_inputs=settings.api_max_inputs)
     server = OpsServer(app, settings.api_host, port)
