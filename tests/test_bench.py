@@ -35,3 +35,9 @@ def test_bench_quick_runs_and_writes_well_formed_results(servers: Servers, tmp_p
     for name, value in report["ratios"].items():
         assert isinstance(value, float) and math.isfinite(value) and value > 0, name
     assert chart.read_bytes().startswith(b"\x89PNG")
+    api = report["api"]
+    assert "HTTP API beside the stream" in result.stdout
+    assert api["stream_alone"]["clients"] == 0 and [level["clients"] for level in api["levels"]] == [1, 16]
+    for level in api["levels"]:
+        assert level["requests"] > 0 and level["stream_posts"] > 0 and level["stream_lost"] == 0
+        assert set(level["latency_ms"]) == {"p50", "p95", "p99"} and level["p99_bound_ms"] > 0

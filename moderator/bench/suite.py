@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from moderator.bench.api_bench import ApiReport, bench_api
 from moderator.bench.model_bench import ModelRow, bench_model
 from moderator.bench.pipeline_bench import RunResult, bench_cache, bench_latency, bench_naive, bench_pipeline
 from moderator.bench.workload import bench_posts, model_inputs
@@ -31,16 +32,21 @@ class BenchPlan(BaseModel):
     batch_sizes: list[int]
     pipeline_configs: list[tuple[int, float]]
     model_seconds: float
+    api_clients: list[int] = []  # HTTP API load levels (concurrent clients); empty = no API benchmark
+    api_seconds: float = 10.0
+    api_stream_rate_per_s: float = 50.0
 
     @classmethod
-    def make(cls, quick: bool, max_batch_size: int) -> BenchPlan:
+    def make(cls, quick: bool, max_batch_size: int, api_clients: list[int] | None = None) -> BenchPlan:
         sizes = [2**i for i in range(0, 12) if 2**i <= max_batch_size]
+        clients = [1, 16, 200] if api_clients is None else api_clients
         if quick:
             return cls(posts=48, naive_posts=16, cache_posts=200, latency_posts=10, latency_rate_per_s=20,
-                       batch_sizes=[s for s in sizes if s <= 8], pipeline_configs=[(8, 10.0)], model_seconds=0.2)
+                       batch_sizes=[s for s in sizes if s <= 8], pipeline_configs=[(8, 10.0)], model_seconds=0.2,
+                       api_clients=[c for c in clients if c <= 16], api_seconds=1.0, api_stream_rate_per_s=10.0)
         return cls(posts=600, naive_posts=150, cache_posts=5_000, latency_posts=60, latency_rate_per_s=10,
                    batch_sizes=sizes, pipeline_configs=[(8, 10.0), (max_batch_size // 2, 20.0), (max_batch_size, 50.0)],
-                   model_seconds=2.0)
+                   model_seconds=2.0, api_clients=clients)
 
     def scaled(self, factor: float) -> BenchPlan:
         """Fewer posts for slow models (the packaged stack runs OCR per image)."""
@@ -63,6 +69,7 @@ class ModelReport(BaseModel):
     cache: RunResult
     latency: RunResult  # adaptive wait (the default)
     latency_fixed_wait: RunResult  # the same trickle with every batch held for max_wait
+    api: ApiReport | None = None  # the HTTP API beside the stream
 
     def bare_at(self, batch_size: int) -> ModelRow:
         """The bare-model row at the largest measured batch size not above ``batch_size``."""
@@ -117,7 +124,7 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
         bare = bench_model(classifier, model_inputs(posts[: max(plan.batch_sizes) * 2], limits), plan.batch_sizes,
                            plan.model_seconds)
 
-        async def scenarios() -> tuple[list[RunResult], RunResult, RunResult, list[RunResult]]:
+        async def scenarios() -> tuple[list[RunResult], RunResult, RunResult, list[RunResult], ApiReport | None]:
             pipeline = [await bench_pipeline(settings, classifier, policies,
                                              bench_posts(plan.posts, prefix=f"{name}-pipe{i}", seed=10 + i), mb, mw)
                         for i, (mb, mw) in enumerate(plan.pipeline_configs)]
@@ -130,9 +137,13 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
                                            bench_posts(plan.latency_posts, prefix=f"{name}-lat{seed}", seed=seed),
                                            mb, mw, plan.latency_rate_per_s, adaptive)
                        for seed, adaptive in ((4, True), (5, False))]
-            return pipeline, naive, cache, latency
+            api = (await bench_api(settings, classifier, policies, plan.api_clients, plan.api_seconds,
+                                   plan.api_stream_rate_per_s, max_batch_size, settings.max_wait_ms)
+                   if plan.api_clients else None)
+            return pipeline, naive, cache, latency, api
 
-        pipeline, naive, cache, (adaptive, fixed) = asyncio.run(scenarios())
+        pipeline, naive, cache, (adaptive, fixed), api = asyncio.run(scenarios())
         device = str(getattr(classifier, "device", "cpu"))
         return ModelReport(model=name, model_version=classifier.info.version, device=device, bare=bare,
-                           pipeline=pipeline, naive=naive, cache=cache, latency=adaptive, latency_fixed_wait=fixed)
+                           pipeline=pipeline, naive=naive, cache=cache, latency=adaptive, latency_fixed_wait=fixed,
+                           api=api)
