@@ -100,8 +100,11 @@ async def _all_settled(jobs: Sequence[Awaitable[T]]) -> list[T]:
 _bearer = HTTPBearer(auto_error=False, description="An API key from `moderator api-key create NAME`.")
 
 
-def _caller(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> ApiKey:
-    """The key the gate verified (the dependency also documents the scheme in OpenAPI)."""
+async def _caller(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> ApiKey:
+    """The key the gate verified (the dependency also documents the scheme in OpenAPI).
+
+    A coroutine, so FastAPI runs it on the event loop rather than hopping to a worker thread.
+    """
     key: ApiKey = request.state.api_key
     return key
 

@@ -48,6 +48,11 @@ class BenchPlan(BaseModel):
                    batch_sizes=sizes, pipeline_configs=[(8, 10.0), (max_batch_size // 2, 20.0), (max_batch_size, 50.0)],
                    model_seconds=2.0, api_clients=clients)
 
+    def api_max_batch(self) -> int:
+        """A batch that holds every waiting HTTP request plus the stream's posts (the next power of two
+        over 1.25 x the most clients): each request then waits for at most the batch running now."""
+        return 1 << (max(self.api_clients) * 5 // 4 - 1).bit_length()
+
     def scaled(self, factor: float) -> BenchPlan:
         """Fewer posts for slow models (the packaged stack runs OCR per image)."""
         return self.model_copy(update={
@@ -138,7 +143,7 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
                                            mb, mw, plan.latency_rate_per_s, adaptive)
                        for seed, adaptive in ((4, True), (5, False))]
             api = (await bench_api(settings, classifier, policies, plan.api_clients, plan.api_seconds,
-                                   plan.api_stream_rate_per_s, max_batch_size, settings.max_wait_ms)
+                                   plan.api_stream_rate_per_s, plan.api_max_batch(), settings.max_wait_ms)
                    if plan.api_clients else None)
             return pipeline, naive, cache, latency, api
 
