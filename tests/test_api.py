@@ -21,17 +21,15 @@ import pytest
 from fastapi import FastAPI, Response
 
 from moderator.api.keys import ApiKeyStore
-from moderator.api.server import serving_api
 from moderator.api.taxonomy import OMNI_CATEGORIES
 from moderator.client import post_record, produce
 from moderator.model.base import ModelInput
 from moderator.model.loader import load_classifier
 from moderator.policy.loader import load_policy_set
-from moderator.runner import running
-from moderator.samples import render_image
-from moderator.service import ModerationService
+from moderator.service import ModerationService, build_service, running
 from moderator.settings import Settings
 from moderator.telemetry.server import OpsServer
+from moderator.testing.samples import render_image
 from tests.conftest import Servers, make_settings
 from tests.pipeline_helpers import WrappedClassifier, collect, running_service
 
@@ -63,7 +61,7 @@ async def api_for(settings: Settings, **kwargs: object) -> AsyncIterator[Api]:
         assert service.redis is not None
         keys = ApiKeyStore(service.redis)
         _, token = await keys.create("tests")
-        async with serving_api(service, 0) as server:
+        async with service.serving_api(0) as server:
             yield Api(f"http://127.0.0.1:{server.port}", token, service, keys)
 
 
@@ -118,7 +116,7 @@ async def test_a_decision_matches_the_policy_and_carries_the_callers_trace(api_s
     async with api_for(api_settings) as api, api.http() as http:
         response = await http.post("/v1/decide", json=post,
                                    headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
-        published_before = sum(api.service.stats.decisions.values())
+        published_before = sum(api.service.counts.decisions.values())
         again = await http.post("/v1/decide", json=post)
     assert response.status_code == 200, response.text
     decision = response.json()
@@ -138,7 +136,7 @@ async def test_decide_publishes_only_when_asked(api_settings: Settings) -> None:
         quiet = await http.post("/v1/decide", json={**post, "post_id": "api-quiet"})
         loud = await http.post("/v1/decide", params={"publish": "true"}, json=post)
         (record,) = await collect(api_settings, api_settings.output_topic, 1)
-        assert sum(api.service.stats.decisions.values()) == 1
+        assert sum(api.service.counts.decisions.values()) == 1
     assert quiet.status_code == loud.status_code == 200
     assert record.key == b"api-pub" and orjson.loads(record.value)["action"] == loud.json()["action"]
     assert dict(record.headers)["traceparent"].decode().split("-")[1] == loud.headers["x-trace-id"]
@@ -169,7 +167,7 @@ async def test_a_request_shares_the_streams_in_flight_scores_and_cache(api_setti
         await asyncio.to_thread(gated.entered.wait, 60)  # the stream's post is in the model
         request = asyncio.create_task(http.post("/v1/decide", json={"post_id": "api-2", "user_id": "u",
                                                                     "text": text.upper()}))
-        while api.service.metrics.cache_hits._value.get() < 1:  # the request joined the in-flight scores
+        while (api.service.telemetry.metrics.registry.get_sample_value("moderator_cache_hits_total") or 0) < 1:  # the request joined the in-flight scores
             await asyncio.sleep(0.01)
         gated.release.set()
         response = await request
@@ -318,7 +316,7 @@ async def test_metrics_count_the_api_beside_the_stream(api_settings: Settings) -
         await collect(api_settings, api_settings.output_topic, 1)
         assert (await http.post("/v1/moderations", json={"input": ["api text one", "api text two"]})).status_code == 200
         assert (await http.post("/v1/moderations", json={"input": []})).status_code == 400
-        registry = api.service.metrics.registry
+        registry = api.service.telemetry.metrics.registry
         value = registry.get_sample_value
         assert value("moderator_api_requests_total", {"endpoint": "/v1/moderations", "status": "200"}) == 1
         assert value("moderator_api_requests_total", {"endpoint": "/v1/moderations", "status": "400"}) == 1
@@ -328,7 +326,7 @@ async def test_metrics_count_the_api_beside_the_stream(api_settings: Settings) -
         assert api_decided == 2
         assert value("moderator_cache_misses_total") == 3, "one cache for both paths"
         assert value("moderator_model_batch_size_sum") == 3, "one model batcher for both paths"
-        body = api.service.metrics.render().decode()
+        body = api.service.telemetry.metrics.render().decode()
     assert "moderator_api_request_seconds_bucket" in body and "moderator_decisions_total" in body
 
 
@@ -339,8 +337,6 @@ async def test_serve_starts_the_api_when_its_port_is_set(api_settings: Settings)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     settings = api_settings.model_copy(update={"api_port": port})
-    from moderator.runner import build_service
-
     async with running(build_service(settings)) as service:
         assert service.redis is not None
         _, token = await ApiKeyStore(service.redis).create("serve")

@@ -1,8 +1,8 @@
 """The synchronous moderation API: OpenAI-compatible ``/v1/moderations`` and the project's ``/v1/decide``.
 
-Both decide posts through the service's own pipeline (the same validation, hash banks, score
-cache, single-flight, model batches, policies and escalation as the stream), so a busy model
-serves both. A request's ``traceparent`` continues the caller's trace; the trace id comes back in
+Both decide posts with the service's own pipeline stages (``PostHandler.moderate``: validation,
+hash banks, the score source's cache and single-flight, the model's micro-batches, policies and
+escalation), minus Kafka, so a busy model serves the stream and the API in the same batches. A request's ``traceparent`` continues the caller's trace; the trace id comes back in
 the ``X-Trace-Id`` header (and in the decision).
 """
 
@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import orjson
-from aiokafka.structs import ConsumerRecord
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from moderator.api.gate import Gate
@@ -34,8 +32,7 @@ from moderator.api.taxonomy import moderation_result
 from moderator.decisions.schema import Decision
 from moderator.ingest.errors import IngestError
 from moderator.ingest.schema import DeadLetterReason, Post
-from moderator.model.base import Classifier
-from moderator.service import Outcome
+from moderator.pipeline import Decided, PostHandler
 from moderator.telemetry import tracing
 
 log = logging.getLogger(__name__)
@@ -44,17 +41,6 @@ TRACE_HEADER = "X-Trace-Id"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _SERVER_FAULTS = frozenset({DeadLetterReason.MODEL_ERROR, DeadLetterReason.INTERNAL_ERROR})
 T = TypeVar("T")
-
-
-class Pipeline(Protocol):
-    """What the API needs of the service: decide a post (as record bytes), publish a decision."""
-
-    tracer: Tracer
-    classifier: Classifier
-
-    async def decide(self, value: bytes | None, started: float) -> Outcome: ...
-
-    async def deliver(self, outcome: Outcome, record: ConsumerRecord | None = None) -> None: ...
 
 
 class ApiError(Exception):
@@ -109,7 +95,7 @@ async def _caller(request: Request, _: HTTPAuthorizationCredentials | None = Dep
     return key
 
 
-def create_api(pipeline: Pipeline, keys: ApiKeyStore, metrics: ApiMetrics, *, max_in_flight: int,
+def create_api(pipeline: PostHandler, keys: ApiKeyStore, metrics: ApiMetrics, *, max_in_flight: int,
                max_body_bytes: int, max_inputs: int) -> FastAPI:
     """The API app; the caller serves it (``moderator serve`` on ``MODERATOR_API_PORT``)."""
     app = FastAPI(title="moderator API", version="1",
@@ -132,7 +118,7 @@ def create_api(pipeline: Pipeline, keys: ApiKeyStore, metrics: ApiMetrics, *, ma
     async def traced(request: Request, response: Response, name: str,
                      work: Callable[[], Awaitable[T]]) -> T:
         parent: Context = _PROPAGATOR.extract(dict(request.headers), context=Context())
-        with pipeline.tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
+        with pipeline.telemetry.tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
             response.headers[TRACE_HEADER] = tracing.trace_id_of(span)
             try:
                 return await work()
@@ -143,10 +129,11 @@ def create_api(pipeline: Pipeline, keys: ApiKeyStore, metrics: ApiMetrics, *, ma
                 raise ApiError(500, ErrorDetail(message="internal error", type="server_error",
                                                 code="internal_error")) from exc
 
-    async def decide(post: PostInput, param: str, endpoint: str) -> Outcome:
-        with pipeline.tracer.start_as_current_span("decide", attributes={"moderator.post_id": post.post_id}):
+    async def decide(post: PostInput, param: str, endpoint: str) -> Decided:
+        with pipeline.telemetry.tracer.start_as_current_span("decide",
+                                                             attributes={"moderator.post_id": post.post_id}):
             try:
-                outcome = await pipeline.decide(post.value, time.monotonic())
+                outcome = await pipeline.moderate(post.value)
             except IngestError as error:
                 raise _ingest_error(error, param) from error
         metrics.decided(endpoint, outcome.decision)
@@ -169,7 +156,7 @@ def create_api(pipeline: Pipeline, keys: ApiKeyStore, metrics: ApiMetrics, *, ma
                                            for index, post in enumerate(posts)])
             results = [moderation_result(o.decision, o.policy, p.input_types) for o, p in zip(outcomes, posts,
                                                                                              strict=True)]
-            return ModerationResponse(id=request_id, model=pipeline.classifier.info.name, results=results)
+            return ModerationResponse(id=request_id, model=pipeline.infer.classifier.info.name, results=results)
 
         return await traced(request, response, "POST /v1/moderations", work)
 

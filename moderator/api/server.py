@@ -5,23 +5,28 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
 from moderator.api.app import create_api
 from moderator.api.keys import CachedKeyStore
 from moderator.api.metrics import ApiMetrics
-from moderator.service import ModerationService
+from moderator.pipeline import PostHandler
+from moderator.settings import Settings
 from moderator.telemetry.server import OpsServer
 
 
 @contextlib.asynccontextmanager
-async def serving_api(service: ModerationService, port: int) -> AsyncIterator[OpsServer]:
-    """Serve the API for ``service`` on ``MODERATOR_API_HOST:port`` (0 picks a free port) for the block.
+async def serving_api(pipeline: PostHandler, redis: Redis | None, registry: CollectorRegistry, settings: Settings,
+                      port: int) -> AsyncIterator[OpsServer]:
+    """Serve the API over ``pipeline`` on ``MODERATOR_API_HOST:port`` (0 picks a free port) for the block;
+    its metrics go into ``registry`` (the service's, so ``/metrics`` shows both paths).
 
     Raises ValueError without Redis: the API keys live there.
     """
-    if service.redis is None:
+    if redis is None:
         raise ValueError("the HTTP API (MODERATOR_API_PORT) needs MODERATOR_REDIS_URL: its API keys live in Redis")
-    settings = service.settings
-    app = create_api(service, CachedKeyStore(service.redis, settings.api_key_cache_s), ApiMetrics(service.metrics.registry),
+    app = create_api(pipeline, CachedKeyStore(redis, settings.api_key_cache_s), ApiMetrics(registry),
                      max_in_flight=settings.api_max_in_flight, max_body_bytes=settings.max_message_bytes,
                      max_inputs=settings.api_max_inputs)
     server = OpsServer(app, settings.api_host, port)

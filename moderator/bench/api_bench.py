@@ -22,15 +22,13 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from moderator.api.keys import ApiKeyStore
-from moderator.api.server import serving_api
 from moderator.bench.http_load import LoadResult, LoadSpec
 from moderator.bench.pipeline_bench import _percentiles, fresh
 from moderator.broker import ensure_topics
 from moderator.client import read_topic
 from moderator.model.base import Classifier
 from moderator.policy.store import PolicyStore
-from moderator.runner import connect_redis, running
-from moderator.service import ModerationService
+from moderator.service import ModerationService, connect_redis, running
 from moderator.settings import Settings
 
 HTTP_SLACK_MS = 20.0
@@ -82,7 +80,7 @@ class _Batches:
     """Model batch count, size and seconds from the service's metrics, read as deltas."""
 
     def __init__(self, service: ModerationService) -> None:
-        self.registry = service.metrics.registry
+        self.registry = service.telemetry.metrics.registry
 
     def read(self) -> tuple[float, float, float]:
         value = self.registry.get_sample_value
@@ -136,11 +134,11 @@ async def bench_api(settings: Settings, classifier: Classifier, policies: Policy
     if redis is None:
         raise ValueError("the API benchmark needs Redis (API keys)")
     async with running(ModerationService(settings, classifier, policies, redis)) as service:
-        while not service.consumer or not service.consumer.assignment():
+        while not service.runner.consumer or not service.runner.consumer.assignment():
             await asyncio.sleep(0.1)  # the group join is start-up, not latency
         watcher = asyncio.create_task(watch())
         try:
-            async with serving_api(service, 0) as server:
+            async with service.serving_api(0) as server:
                 _, key = await ApiKeyStore(redis).create("bench")
                 run = uuid.uuid4().hex[:6]
 

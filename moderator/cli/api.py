@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 def _run(operation: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
     """Run one operation against the configured Redis."""
-    from moderator.runner import connect_redis
+    from moderator.service import connect_redis
 
     async def go() -> T:
         redis = connect_redis(Settings())
