@@ -94,15 +94,13 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from `moderator a
 
 
 async def _caller(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> ApiKey:
-    """The key the gate verified (the dependency also documents the scheme in OpenAPI).
-
-    A coroutine, so FastAPI runs it on the event loop rather than hopping to a worker thread.
-    """
+    """The key the gate verified (the dependency also documents the scheme in OpenAPI)."""
     key: ApiKey = request.state.api_key
     return key
 
 
-def _moderation(request: Request) -> Moderation:
+async def _moderation(request: Request) -> Moderation:
+    # Dependencies are coroutines: FastAPI would run a plain function on a worker thread per request.
     moderation: Moderation = request.app.state.moderation
     return moderation
 
