@@ -316,10 +316,14 @@ async def test_metrics_count_the_api_beside_the_stream(api_settings: Settings) -
         await collect(api_settings, api_settings.output_topic, 1)
         assert (await http.post("/v1/moderations", json={"input": ["api text one", "api text two"]})).status_code == 200
         assert (await http.post("/v1/moderations", json={"input": []})).status_code == 400
+        for made_up in ("/v1/nope-1", "/v1/nope-2"):
+            missing = await http.post(made_up, json={})
+            assert missing.status_code == 404 and missing.json()["error"]["code"] == "http_404"
         registry = api.service.telemetry.metrics.registry
         value = registry.get_sample_value
         assert value("moderator_api_requests_total", {"endpoint": "/v1/moderations", "status": "200"}) == 1
         assert value("moderator_api_requests_total", {"endpoint": "/v1/moderations", "status": "400"}) == 1
+        assert value("moderator_api_requests_total", {"endpoint": "other", "status": "404"}) == 2
         api_decided = sum(value("moderator_api_decisions_total", {"endpoint": "moderations", "action": a,
                                                                    "source": "model"}) or 0
                           for a in ("allow", "review", "block"))

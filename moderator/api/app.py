@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
-from moderator.api.errors import ApiError, api_error, invalid_request
+from moderator.api.errors import ApiError, api_error, http_error, invalid_request
 from moderator.api.gate import Gate
 from moderator.api.keys import ApiKeyStore
 from moderator.api.metrics import ApiMetrics
@@ -33,5 +34,6 @@ def create_api(pipeline: PostHandler, keys: ApiKeyStore, metrics: ApiMetrics, *,
                        max_body_bytes=max_body_bytes)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
     app.include_router(router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from moderator.api.schema import ErrorDetail, ErrorResponse
 from moderator.ingest.errors import IngestError
@@ -53,3 +54,10 @@ async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
     message, param = _validation_message(exc)
     detail = ErrorDetail(message=message, type="invalid_request_error", param=param, code="invalid_request")
     return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=400)
+
+
+async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Routing answers (404 unknown path, 405 wrong method) in the same shape as every other error."""
+    assert isinstance(exc, HTTPException)
+    detail = ErrorDetail(message=f"{exc.detail}", type="invalid_request_error", code=f"http_{exc.status_code}")
+    return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=exc.status_code, headers=exc.headers)

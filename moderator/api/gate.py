@@ -18,6 +18,7 @@ from moderator.api.metrics import ApiMetrics
 from moderator.api.schema import ErrorDetail, ErrorResponse
 
 API_PREFIX = "/v1/"
+ENDPOINTS = frozenset({"/v1/moderations", "/v1/decide"})
 RETRY_AFTER_S = 1
 
 
@@ -72,7 +73,8 @@ class Gate:
             await self.app(scope, receive, send)
             return
         started = self.clock()
-        endpoint = scope["path"]
+        # A label per known route only: made-up paths must not grow the metric's series without bound.
+        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
         status = {"code": 500}
 
         async def counted_send(message: Message) -> None:
