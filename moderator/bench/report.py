@@ -55,15 +55,15 @@ def print_report(report: ModelReport, console: Console) -> None:
 
 def print_api(api: ApiReport, console: Console) -> None:
     """The HTTP API beside the stream: one row per load level, then the targets."""
-    table = Table("HTTP clients", "requests/s", "p50/p99 ms", "errors", "stream posts/s", "stream p50/p99 ms",
-                  "lost", "mean batch", "forward ms", "HTTP p99 bound ms",
+    table = Table("clients", "req/s", "p50/p99 ms", "errors", "stream/s", "stream p50/p99", "lost", "batch",
+                  "forward ms", "p99 bound",
                   title=f"HTTP API beside the stream (max_batch={api.max_batch}, max_wait={api.max_wait_ms:g} ms, "
                         f"stream {api.stream_rate_per_s:g} posts/s, {api.seconds:g} s per level)")
     for level in (api.stream_alone, *api.levels):
         def pair(latency: dict[str, float]) -> str:
             return f"{latency['p50']:.0f}/{latency['p99']:.0f}" if latency else "-"
 
-        table.add_row(str(level.clients) if level.clients else "stream alone",
+        table.add_row(str(level.clients) if level.clients else "none",
                       f"{level.requests_per_s:,.1f}" if level.clients else "-", pair(level.latency_ms),
                       str(sum(level.errors.values())), f"{level.stream_posts_per_s:,.1f}",
                       pair(level.stream_latency_ms), str(level.stream_lost), f"{level.mean_batch:.1f}",
