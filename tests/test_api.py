@@ -223,6 +223,14 @@ ERRORS = [  # (case, request kwargs, status, code)
      401, "invalid_api_key"),
     ("not JSON", {"content": b"{input: hi", "headers": {"content-type": "application/json"}}, 400,
      "invalid_request"),
+    ("nesting bomb", {"content": b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                      "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
+    ("number out of range", {"content": b'{"input": 1e999999}', "headers": {"content-type": "application/json"}},
+     400, "invalid_request"),
+    ("NaN", {"content": b'{"input": NaN}', "headers": {"content-type": "application/json"}}, 400,
+     "invalid_request"),
+    ("lone surrogate escape", {"content": b'{"input": "\\ud800 hi"}', "headers": {"content-type": "application/json"}},
+     400, "invalid_input"),
     ("missing input", {"json": {"model": "omni-moderation-latest"}}, 400, "invalid_request"),
     ("input of the wrong type", {"json": {"input": 42}}, 400, "invalid_request"),
     ("unknown field", {"json": {"input": "hi", "temperature": 1}}, 400, "invalid_request"),
@@ -304,7 +312,10 @@ async def test_decide_rejects_malformed_posts_with_the_streams_reasons(shared_ap
         bidi = await http.post("/v1/decide", json={"post_id": "p\u202e", "user_id": "u", "text": "hi"})
         bad_image = await http.post("/v1/decide", json={"post_id": "p", "user_id": "u",
                                                          "image": {"data_b64": "bm90IGFuIGltYWdl"}})
-    assert [r.status_code for r in (no_id, no_content, bidi, bad_image)] == [400, 400, 400, 400]
+        surrogate = await http.post("/v1/decide", content=b'{"post_id": "p", "user_id": "u", "text": "\\ud800"}',
+                                    headers={"content-type": "application/json"})
+    assert [r.status_code for r in (no_id, no_content, bidi, bad_image, surrogate)] == [400] * 5
+    assert surrogate.json()["error"]["code"] == "invalid_input"
     assert no_id.json()["error"]["param"] == "post_id"
     assert "text or an image" in no_content.json()["error"]["message"]
     assert bad_image.json()["error"]["code"] == "image_decode"

@@ -57,7 +57,9 @@ async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
-    """Routing answers (404 unknown path, 405 wrong method) in the same shape as every other error."""
+    """FastAPI's own answers in the same shape as every other error: 400 for a body that is not JSON
+    (nesting bombs included), 404 for an unknown path, 405 for a wrong method."""
     assert isinstance(exc, HTTPException)
-    detail = ErrorDetail(message=f"{exc.detail}", type="invalid_request_error", code=f"http_{exc.status_code}")
+    code = "invalid_json" if exc.status_code == 400 else f"http_{exc.status_code}"
+    detail = ErrorDetail(message=f"{exc.detail}", type="invalid_request_error", code=code)
     return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=exc.status_code, headers=exc.headers)

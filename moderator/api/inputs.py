@@ -48,7 +48,15 @@ def _post(post_id: str, user_id: str, metadata: dict[str, Any], text: str | None
     if image is not None:
         body["image"] = image
     types: tuple[InputType, ...] = (("text",) if text else ()) + (("image",) if image is not None else ())
-    return PostInput(post_id, orjson.dumps(body), types)
+    return PostInput(post_id, record_bytes(body, "input"), types)
+
+
+def record_bytes(body: dict[str, Any], param: str) -> bytes:
+    """The post as record bytes; InputError for text that is not valid Unicode (a lone surrogate escape)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise InputError(f"not valid Unicode: {exc}", param) from exc
 
 
 def posts_of(request: ModerationRequest, request_id: str, caller: str, max_inputs: int) -> list[PostInput]:

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry.context import Context
@@ -24,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from moderator.api.errors import ApiError, ingest_error
-from moderator.api.inputs import InputError, PostInput, posts_of
+from moderator.api.inputs import InputError, PostInput, posts_of, record_bytes
 from moderator.api.keys import ApiKey
 from moderator.api.metrics import ApiMetrics
 from moderator.api.schema import ErrorDetail, ModerationRequest, ModerationResponse
@@ -133,7 +132,11 @@ async def decide_post(post: Post, request: Request, response: Response, api: Mod
                       publish: bool = Query(False, description="Also publish the decision to the decisions topic "
                                             "(and send it to review when its action is review).")) -> Decision:
     """The ``Decision`` the stream would publish for this post; published only with ``publish=true``."""
-    value = orjson.dumps(post.model_dump(mode="json", exclude_none=True))
+    try:
+        value = record_bytes(post.model_dump(mode="json", exclude_none=True), "post")
+    except InputError as exc:
+        raise ApiError(400, ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.param,
+                                        code="invalid_input")) from exc
 
     async def work() -> Decision:
         decided = await api.decide(PostInput(post.post_id, value, ()), "post", "decide")
