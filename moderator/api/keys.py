@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-KEYS_HASH = "moderator:api:keys"
+from moderator.keys import API
+
+KEYS_HASH = API.key("keys")
 _TOKEN = re.compile(r"mk-([0-9a-f]{12})\.([A-Za-z0-9_-]{43})")
 
 
