@@ -1,6 +1,6 @@
 """Redis key names, built one way: ``moderator:<space>:<part>:...``.
 
-Every Redis user (score cache, hash banks, review queue, recorded decisions, escalation verdicts)
+Every Redis user (score cache, hash banks, review queue, recorded decisions, escalation verdicts, API keys)
 takes its namespace from here, so a deployment's keys are listed and scanned in one place.
 """
 
