@@ -19,13 +19,15 @@ import openai
 import orjson
 import pytest
 from fastapi import FastAPI, Response
+from pydantic import SecretStr
 
-from moderator.api.keys import ApiKeyStore
+from moderator.api.keys import api_key_store, issue_api_key
 from moderator.api.taxonomy import OMNI_CATEGORIES
 from moderator.client import post_record, produce
 from moderator.model.base import ModelInput
 from moderator.model.loader import load_classifier
 from moderator.policy.loader import load_policy_set
+from moderator.review.tokens import TokenStore
 from moderator.service import ModerationService, build_service, running
 from moderator.settings import Settings
 from moderator.telemetry.server import OpsServer
@@ -35,6 +37,7 @@ from tests.pipeline_helpers import WrappedClassifier, collect, running_service
 
 PNG = render_image("hello", seed=3)
 DATA_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
+SECRET = SecretStr("test-api-key-secret-of-32-characters-or-more")
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Api:
     url: str
     key: str
     service: ModerationService
-    keys: ApiKeyStore
+    keys: TokenStore
 
     def client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(api_key=self.key, base_url=f"{self.url}/v1", max_retries=0)
@@ -55,12 +58,13 @@ class Api:
 
 @asynccontextmanager
 async def api_for(settings: Settings, **kwargs: object) -> AsyncIterator[Api]:
+    settings = settings.model_copy(update={"api_key_secret": SECRET})
     async with running_service(settings, **kwargs) as service:
         while not service.consuming:
             await asyncio.sleep(0.02)
         assert service.redis is not None
-        keys = ApiKeyStore(service.redis)
-        _, token = await keys.create("tests")
+        keys = api_key_store(service.redis, settings)
+        token = (await issue_api_key(keys, "tests")).token.get_secret_value()
         async with service.serving_api(0) as server:
             yield Api(f"http://127.0.0.1:{server.port}", token, service, keys)
 
@@ -196,30 +200,37 @@ async def test_a_full_api_answers_429_with_retry_after(api_settings: Settings) -
 
 async def test_revoked_keys_are_refused(api_settings: Settings) -> None:
     async with api_for(api_settings.model_copy(update={"api_key_cache_s": 0.0})) as api:
-        key, token = await api.keys.create("short-lived")
+        issued = await issue_api_key(api.keys, "short-lived")
+        token = issued.token.get_secret_value()
         async with httpx.AsyncClient(base_url=api.url, headers={"Authorization": f"Bearer {token}"}) as http:
             before = await http.post("/v1/moderations", json={"input": "hello"})
-            assert await api.keys.revoke(key.key_id)
+            assert await api.keys.revoke(issued.record.token_id) is not None
             after = await http.post("/v1/moderations", json={"input": "hello"})
-        listed = {k.key_id for k in await api.keys.list()}
-        stored = await api.service.redis.hget(api.keys.hash_name, token[3:15])  # type: ignore[union-attr]
-    assert before.status_code == 200 and after.status_code == 401 and key.key_id not in listed
-    assert stored is None
+        listed = {k.token_id for k in await api.keys.list()}
+    assert before.status_code == 200 and after.status_code == 401 and issued.record.token_id not in listed
 
 
-async def test_key_store_keeps_only_salted_hashes(api_settings: Settings) -> None:
+async def test_only_api_keys_open_the_api_and_redis_holds_no_key(api_settings: Settings) -> None:
     async with api_for(api_settings) as api:
-        key, token = await api.keys.create("auditor")
-        raw = await api.service.redis.hget(api.keys.hash_name, key.key_id)  # type: ignore[union-attr]
-        wrong_secret = token[:-1] + ("A" if token[-1] != "A" else "B")
-        assert await api.keys.verify(wrong_secret) is None
-        assert (await api.keys.verify(token)) == key
-    assert raw is not None and token.split(".")[1].encode() not in raw
+        issued = await issue_api_key(api.keys, "auditor")
+        token = issued.token.get_secret_value()
+        redis = api.service.redis
+        assert redis is not None
+        dump = [value for key in await redis.keys("moderator:api:*")
+                for value in (await redis.hgetall(key)).items()]
+        reviewer = await api.keys.issue("ana", "reviewer")  # a token of another role in the same store
+        async with httpx.AsyncClient(base_url=api.url) as http:
+            as_reviewer = await http.post("/v1/moderations", json={"input": "hi"}, headers={
+                "Authorization": f"Bearer {reviewer.token.get_secret_value()}"})
+            wrong = await http.post("/v1/moderations", json={"input": "hi"},
+                                    headers={"Authorization": f"Bearer {token[:-1]}x"})
+    assert dump and not any(token.encode() in field + value for field, value in dump)
+    assert as_reviewer.status_code == wrong.status_code == 401
 
 
 ERRORS = [  # (case, request kwargs, status, code)
     ("no key", {"headers": {"Authorization": ""}, "json": {"input": "hi"}}, 401, "invalid_api_key"),
-    ("wrong key", {"headers": {"Authorization": "Bearer mk-000000000000." + "a" * 43}, "json": {"input": "hi"}},
+    ("wrong key", {"headers": {"Authorization": "Bearer " + "a" * 43}, "json": {"input": "hi"}},
      401, "invalid_api_key"),
     ("not JSON", {"content": b"{input: hi", "headers": {"content-type": "application/json"}}, 400,
      "invalid_request"),
@@ -351,10 +362,10 @@ async def test_serve_starts_the_api_when_its_port_is_set(api_settings: Settings)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = api_settings.model_copy(update={"api_port": port})
+    settings = api_settings.model_copy(update={"api_port": port, "api_key_secret": SECRET})
     async with running(build_service(settings)) as service:
         assert service.redis is not None
-        _, token = await ApiKeyStore(service.redis).create("serve")
+        token = (await issue_api_key(api_key_store(service.redis, settings), "serve")).token.get_secret_value()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             while True:
                 try:

@@ -15,14 +15,14 @@ from starlette.exceptions import HTTPException
 
 from moderator.api.errors import ApiError, api_error, http_error, invalid_request
 from moderator.api.gate import Gate
-from moderator.api.keys import ApiKeyStore
+from moderator.api.keys import CachedKeys
 from moderator.api.metrics import ApiMetrics
 from moderator.api.routes import Moderation, router
 from moderator.api.schema import ErrorResponse
 from moderator.pipeline import PostHandler
 
 
-def create_api(pipeline: PostHandler, keys: ApiKeyStore, metrics: ApiMetrics, *, max_in_flight: int,
+def create_api(pipeline: PostHandler, keys: CachedKeys, metrics: ApiMetrics, *, max_in_flight: int,
                max_body_bytes: int, max_inputs: int) -> FastAPI:
     """The API app; the caller serves it (``moderator serve`` on ``MODERATOR_API_PORT``)."""
     app = FastAPI(title="moderator API", version="1",

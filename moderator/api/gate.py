@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from moderator.api.keys import ApiKey, ApiKeyStore
+from moderator.api.keys import CachedKeys
 from moderator.api.metrics import ApiMetrics
 from moderator.api.schema import ErrorDetail, ErrorResponse
+from moderator.review.tokens import TokenRecord
 
 API_PREFIX = "/v1/"
 ENDPOINTS = frozenset({"/v1/moderations", "/v1/decide"})
@@ -58,7 +59,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 class Gate:
     """ASGI middleware in front of the API's routes (docs and the OpenAPI schema pass freely)."""
 
-    def __init__(self, app: ASGIApp, keys: ApiKeyStore, metrics: ApiMetrics, max_in_flight: int,
+    def __init__(self, app: ASGIApp, keys: CachedKeys, metrics: ApiMetrics, max_in_flight: int,
                  max_body_bytes: int, clock: Callable[[], float] = time.perf_counter) -> None:
         self.app = app
         self.keys = keys
@@ -114,7 +115,7 @@ class Gate:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
 
-    async def _admitted(self, scope: Scope, receive: Receive, send: Send, key: ApiKey) -> None:
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send, key: TokenRecord) -> None:
         try:
             body = await _read_body(receive, self.max_body_bytes)
         except _BodyTooLarge:

@@ -24,7 +24,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from moderator.api.errors import ApiError, ingest_error
 from moderator.api.inputs import InputError, PostInput, posts_of, record_bytes
-from moderator.api.keys import ApiKey
 from moderator.api.metrics import ApiMetrics
 from moderator.api.schema import ErrorDetail, ModerationRequest, ModerationResponse
 from moderator.api.taxonomy import moderation_result
@@ -32,6 +31,7 @@ from moderator.decisions.schema import Decision
 from moderator.ingest.errors import IngestError
 from moderator.ingest.schema import Post
 from moderator.pipeline import Decided, PostHandler
+from moderator.review.tokens import TokenRecord
 from moderator.telemetry import tracing
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,9 @@ async def _all_settled(jobs: Sequence[Awaitable[T]]) -> list[T]:
 _bearer = HTTPBearer(auto_error=False, description="An API key from `moderator api-key create NAME`.")
 
 
-async def _caller(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> ApiKey:
+async def _caller(request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> TokenRecord:
     """The key the gate verified (the dependency also documents the scheme in OpenAPI)."""
-    key: ApiKey = request.state.api_key
+    key: TokenRecord = request.state.api_key
     return key
 
 
@@ -107,11 +107,11 @@ async def _moderation(request: Request) -> Moderation:
 @router.post("/moderations", response_model=ModerationResponse,
              summary="Classify text and images (OpenAI omni-moderation compatible)")
 async def moderations(body: ModerationRequest, request: Request, response: Response,
-                      key: ApiKey = Depends(_caller), api: Moderation = Depends(_moderation)) -> ModerationResponse:
+                      key: TokenRecord = Depends(_caller), api: Moderation = Depends(_moderation)) -> ModerationResponse:
     """One result per string, or one for a whole array of parts, in omni-moderation's categories."""
     request_id = f"modr-{uuid.uuid4().hex}"
     try:
-        posts = posts_of(body, request_id, key.name, api.max_inputs)
+        posts = posts_of(body, request_id, key.subject, api.max_inputs)
     except InputError as exc:
         raise ApiError(400, ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.param,
                                         code="invalid_input")) from exc

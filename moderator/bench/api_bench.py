@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sys
 import uuid
 from collections.abc import Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
-from moderator.api.keys import ApiKeyStore
+from moderator.api.keys import api_key_store, issue_api_key
 from moderator.bench.http_load import LoadResult, LoadSpec
 from moderator.bench.pipeline_bench import _percentiles, fresh
 from moderator.broker import ensure_topics
@@ -122,7 +123,8 @@ async def _level(spec: LoadSpec, batches: _Batches, decided: dict[str, int], max
 async def bench_api(settings: Settings, classifier: Classifier, policies: PolicyStore, clients: Sequence[int],
                     seconds: float, stream_rate_per_s: float, max_batch: int, max_wait_ms: float) -> ApiReport:
     """The stream alone, then the stream with ``clients`` HTTP clients per level, in one service."""
-    settings = fresh(settings, max_batch=max_batch, max_wait_ms=max_wait_ms, api_max_in_flight=max(clients) * 2)
+    settings = fresh(settings, max_batch=max_batch, max_wait_ms=max_wait_ms, api_max_in_flight=max(clients) * 2,
+                     api_key_secret=SecretStr(secrets.token_urlsafe(32)))
     await ensure_topics(settings)
     decided: dict[str, int] = {}
 
@@ -139,7 +141,8 @@ async def bench_api(settings: Settings, classifier: Classifier, policies: Policy
         watcher = asyncio.create_task(watch())
         try:
             async with service.serving_api(0) as server:
-                _, key = await ApiKeyStore(redis).create("bench")
+                issued = await issue_api_key(api_key_store(redis, settings), "bench")
+                key = issued.token.get_secret_value()
                 run = uuid.uuid4().hex[:6]
 
                 def spec(n: int, prefix: str) -> LoadSpec:
