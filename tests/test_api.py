@@ -378,3 +378,26 @@ async def test_serve_starts_the_api_when_its_port_is_set(api_settings: Settings)
     assert answer.status_code == 200
     assert {"/v1/moderations", "/v1/decide"} <= set(docs.json()["paths"])
     assert "HTTPBearer" in docs.json()["components"]["securitySchemes"]
+
+
+def test_the_cli_creates_a_key_once_lists_and_revokes_it(servers: Servers, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MODERATOR_REDIS_URL": servers.redis_url, "HOME": str(tmp_path),
+           "MODERATOR_API_KEY_SECRET": SECRET.get_secret_value()}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "moderator", "api-key", *args], capture_output=True, text=True,
+                              env=env, timeout=120, check=False, cwd=Path(__file__).resolve().parents[1])
+
+    created = cli("create", "cli-app", "--label", "from the test")
+    key = created.stdout.strip()
+    listed = cli("list")
+    (line,) = [row for row in listed.stdout.splitlines() if "cli-app" in row]
+    key_id = line.split()[0]
+    revoked, again = cli("revoke", key_id), cli("revoke", key_id)
+    assert created.returncode == 0 and len(key) >= 40 and key not in listed.stdout
+    assert "from the test" in line and revoked.returncode == 0 and again.returncode == 1
+    assert "cli-app" not in cli("list").stdout
