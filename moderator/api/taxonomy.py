@@ -1,38 +1,26 @@
 """A decision in OpenAI omni-moderation's terms: its 13 category names, scores, flags, input types.
 
-Which omni-moderation categories a policy category stands for is answered by :func:`omni_names`
-alone, so the taxonomy mapping can come from the policy without touching the rest.
+Which omni-moderation categories a policy category stands for is the category's own
+``maps_to.openai`` (declared in the policy and carried in decisions as ``taxonomy``), so a platform
+switching from OpenAI keeps the names its rules already use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import get_args
 
 from moderator.api.schema import InputType, ModerationResult
 from moderator.decisions.schema import Decision
 from moderator.policy.schema import Action, Category, Policy
+from moderator.policy.taxonomy import OpenAICategory
 
-OMNI_CATEGORIES = (
-    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
-    "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors",
-    "violence", "violence/graphic",
-)
-
-# The shipped default policy's categories; other policy categories named like an omni one
-# (``self_harm_intent`` for ``self-harm/intent``) map to it directly.
-_BY_NAME: Mapping[str, tuple[str, ...]] = {
-    "nudity": ("sexual",),
-    "violence": ("violence",),
-    "drugs": ("illicit",),
-    "scam": ("illicit",),
-    "hate": ("hate",),
-    **{name.replace("/", "_").replace("-", "_"): (name,) for name in OMNI_CATEGORIES},
-}
+OMNI_CATEGORIES: tuple[str, ...] = get_args(OpenAICategory)
 
 
 def omni_names(category: Category) -> tuple[str, ...]:
     """The omni-moderation categories a policy category's score stands for (none: not reported)."""
-    return _BY_NAME.get(category.name, ())
+    return tuple(category.maps_to.openai)
 
 
 def moderation_result(decision: Decision, policy: Policy, input_types: Iterable[InputType]) -> ModerationResult:
