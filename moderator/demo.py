@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import httpx
 import orjson
+from pydantic import SecretStr
 from rich.console import Console
 
+from moderator.api.keys import api_key_store, issue_api_key
 from moderator.broker import ensure_topics
 from moderator.client import produce, read_topic
 from moderator.embedded.servers import endpoints_or_embedded
@@ -21,7 +25,7 @@ from moderator.ingest.validate import IngestLimits, validate_record
 from moderator.model.base import ModelInput
 from moderator.policy.loader import load_policy_set
 from moderator.review.server import demo_review_app
-from moderator.service import build_service, running
+from moderator.service import ModerationService, build_service, running
 from moderator.settings import Settings
 from moderator.testing.samples import malformed_records, records_for, sample_posts
 
@@ -104,6 +108,21 @@ async def _warm_inputs(settings: Settings, posts: list[dict[str, object]]) -> li
     return [await (await validate_record(record[1], limits)).model_input(limits) for record in records_for(first)]
 
 
+async def _show_api(service: ModerationService, url: str, console: Console) -> None:
+    """Create an API key, print how to call the API, and moderate one text through it."""
+    assert service.redis is not None
+    key = (await issue_api_key(api_key_store(service.redis, service.settings), "demo")).token.get_secret_value()
+    console.print(f"moderation API [cyan]{url}/v1/moderations[/] and [cyan]{url}/v1/decide[/] "
+                  f"(docs {url}/docs), key [bold]{key}[/]", soft_wrap=True)
+    text = "send money now to claim your prize"
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
+        response = await http.post("/v1/moderations", json={"input": text})
+    result = response.json()["results"][0]
+    top = sorted(result["category_scores"].items(), key=lambda kv: kv[1], reverse=True)[:2]
+    console.print(f"API: {text!r} -> flagged={result['flagged']} "
+                  + " ".join(f"{name}={score:.2f}" for name, score in top), soft_wrap=True)
+
+
 async def _moderate_samples(settings: Settings, count: int, console: Console) -> None:
     """Load and warm the model, then run the service until every sample post has its decision."""
     await ensure_topics(settings)
@@ -111,7 +130,11 @@ async def _moderate_samples(settings: Settings, count: int, console: Console) ->
     # Loading and the first forward passes (lazy initialisation, thread pools) take seconds: done
     # before any post is produced, so the latencies shown are those of a running service.
     console.print("loading the model and warming it up ...")
-    service = await _off_loop(build_service, settings)
+    # The demo serves the API itself (on MODERATOR_API_PORT or a free port), with a fresh key secret
+    # unless one is configured.
+    secret = settings.api_key_secret.get_secret_value() or secrets.token_urlsafe(32)
+    service = await _off_loop(build_service, settings.model_copy(update={"api_port": None,
+                                                                         "api_key_secret": SecretStr(secret)}))
     await _off_loop(service.classifier.score_batch, await _warm_inputs(settings, posts))
     console.print(f"model: [cyan]{service.classifier.info.name}[/] {service.classifier.info.version} (warm)")
     console.print(f"[dim]latency: post consumed -> decision published. The {len(posts)} samples arrive at once and "
@@ -119,7 +142,8 @@ async def _moderate_samples(settings: Settings, count: int, console: Console) ->
                   "cache hits.[/]")
     repeats = [{**p, "post_id": f"{p['post_id']}-repost"} for p in posts[: max(1, count // 4)]]
     malformed = malformed_records("demo-bad")[:4]
-    async with running(service):
+    async with running(service), service.serving_api(settings.api_port or 0) as api:
+        await _show_api(service, f"http://{settings.api_host}:{api.port}", console)
         watcher = asyncio.create_task(_watch(settings, console, len(posts) + len(repeats), len(malformed)))
         try:
             await produce(settings, records_for(posts) + [m.record for m in malformed])

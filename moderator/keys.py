@@ -1,6 +1,6 @@
 """Redis key names, built one way: ``moderator:<space>:<part>:...``.
 
-Every Redis user (score cache, hash banks, review queue, recorded decisions, escalation verdicts)
+Every Redis user (score cache, hash banks, review queue, recorded decisions, escalation verdicts, API keys)
 takes its namespace from here, so a deployment's keys are listed and scanned in one place.
 """
 
@@ -35,3 +35,4 @@ BANKS = keyspace("banks")
 REVIEW = keyspace("review")
 SCORE_LOG = keyspace("score-log")
 ESCALATION = keyspace("escalation")
+API = keyspace("api")

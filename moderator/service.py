@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 
+from moderator.api.server import serving_api
 from moderator.broker import ensure_topics, make_producer, start_with_retry
 from moderator.decisions.publisher import Publisher
 from moderator.decisions.schema import DecisionSource
@@ -114,6 +115,10 @@ class ModerationService:
             await self.ops.stop()
         self.telemetry.tracer_provider.force_flush(timeout_millis=5000)
 
+    def serving_api(self, port: int) -> contextlib.AbstractAsyncContextManager[OpsServer]:
+        """The HTTP API over this service's pipeline on ``port``, for a ``with`` block (``moderator.api``)."""
+        return serving_api(self.pipeline, self.redis, self.telemetry.metrics.registry, self.settings, port)
+
     async def readiness(self) -> Readiness:
         """Whether this instance can take traffic: broker and Redis reachable, model loaded, not draining."""
         return await check_readiness(self.runner.consumer if self.consuming else None, self.redis, self.classifier,
@@ -181,7 +186,11 @@ async def run_service(service: ModerationService, install_signal_handlers: bool 
         _settle_garbage_collector()
         log.info("moderator consuming %s as group %s (model %s)", service.settings.input_topic,
                  service.settings.consumer_group, service.classifier.info.name)
-        await service.run()
+        async with contextlib.AsyncExitStack() as api:
+            if service.settings.api_port is not None:
+                server = await api.enter_async_context(service.serving_api(service.settings.api_port))
+                log.info("moderation API on %s:%d", service.settings.api_host, server.port)
+            await service.run()
     finally:
         await service.close()
         if service.redis is not None:

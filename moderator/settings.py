@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Bind address of the operations server (0.0.0.0 in pods).")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line, with trace ids.")
 
+    # The synchronous HTTP API (/v1/moderations, /v1/decide); its keys live in Redis.
+    api_port: int | None = Field(None, ge=0, le=65535, description="Port of the HTTP API; unset = off, 0 = any.")
+    api_host: str = Field("127.0.0.1", description="Bind address of the HTTP API (0.0.0.0 in pods).")
+    api_max_in_flight: int = Field(512, ge=1, description="API requests served at once; more get 429 + Retry-After.")
+    api_max_inputs: int = Field(32, ge=1, description="Strings in one /v1/moderations request.")
+    api_key_secret: SecretStr = Field(SecretStr(""), description="Server secret (32+ characters) under which API "
+                                      "keys are stored as HMACs; the demo makes a fresh one.")
+    api_key_cache_s: float = Field(5.0, ge=0, description="How long a verified API key is remembered (a revoked "
+                                                          "key is refused within this time).")
+
     # Input limits (hostile input protection).
     max_text_chars: int = 20_000
     max_message_bytes: int = 16 * 1024 * 1024

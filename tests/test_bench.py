@@ -30,6 +30,7 @@ def test_bench_quick_runs_and_writes_well_formed_results(servers: Servers, tmp_p
     for report in reports:
         _check_report(report)
     assert "pipeline / naive one-thread decode + resize loop" in result.stdout
+    assert "HTTP API beside the stream" in result.stdout
     assert chart.read_bytes().startswith(b"\x89PNG")
 
 
@@ -42,5 +43,8 @@ def _check_report(report: dict[str, Any]) -> None:
         assert set(run["latency_ms"]) == set(run["service_latency_ms"]) == {"p50", "p95", "p99"}
     for name, value in report["ratios"].items():
         assert isinstance(value, float) and math.isfinite(value) and value > 0, name
-    assert report["profile"]["decode_loop_posts_per_s"] > 0
-    assert set(report["profile"]["ms_per_post"]) >= {"tokenise", "preprocess (resize, crop to uint8)"}
+    api = report["api"]
+    assert api["stream_alone"]["clients"] == 0 and [level["clients"] for level in api["levels"]] == [1, 16]
+    for level in api["levels"]:
+        assert level["requests"] > 0 and level["stream_posts"] > 0 and level["stream_lost"] == 0
+        assert set(level["latency_ms"]) == {"p50", "p95", "p99"} and level["p99_bound_ms"] > 0

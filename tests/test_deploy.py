@@ -52,8 +52,8 @@ def _manifests() -> list[Doc]:
             for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def _one(kind: str) -> Doc:
-    (doc,) = [d for d in _manifests() if d["kind"] == kind]
+def _one(kind: str, name: str | None = None) -> Doc:
+    (doc,) = [d for d in _manifests() if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     return doc
 
 
@@ -102,6 +102,8 @@ def test_compose_stack_is_wired_together() -> None:
     port = moderator["environment"]["MODERATOR_METRICS_PORT"]
     assert f"127.0.0.1:{port}/ready" in " ".join(moderator["healthcheck"]["test"])
     assert f"{port}:{port}" in moderator["ports"]
+    api_port = moderator["environment"]["MODERATOR_API_PORT"]
+    assert moderator["environment"]["MODERATOR_API_HOST"] == "0.0.0.0" and f"{api_port}:{api_port}" in moderator["ports"]
     assert services["producer"]["depends_on"]["moderator"]["condition"] == "service_healthy"
 
 
@@ -223,16 +225,17 @@ def test_manifests_agree_with_each_other_and_with_the_settings() -> None:
     assert container["resources"]["requests"]["nvidia.com/gpu"] == container["resources"]["limits"]["nvidia.com/gpu"]
     assert {ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]} == {
         _one("ConfigMap")["metadata"]["name"], _one("Secret")["metadata"]["name"]}
-    (port,) = container["ports"]
+    port, api_port = container["ports"]
     assert port["containerPort"] == settings.metrics_port and settings.metrics_host == "0.0.0.0"
+    assert api_port["containerPort"] == settings.api_port and settings.api_host == "0.0.0.0"
     probes = {name: container[name]["httpGet"] for name in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert {p["port"] for p in probes.values()} == {port["name"]}
     assert (probes["livenessProbe"]["path"], probes["readinessProbe"]["path"]) == ("/health", "/ready")
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
 
-    service = _one("Service")
-    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    for service, target in ((_one("Service", "moderator-metrics"), port), (_one("Service", "moderator-api"), api_port)):
+        assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+        assert service["spec"]["ports"][0]["targetPort"] == target["name"]
 
     scaled = _ScaledObject.model_validate(_one("ScaledObject"))
     assert scaled.spec.scaleTargetRef.name == deployment["metadata"]["name"]

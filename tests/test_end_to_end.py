@@ -10,13 +10,14 @@ import orjson
 
 from moderator.client import post_record, produce
 from moderator.decisions.schema import Decision
+from moderator.evaldata import CATEGORIES
 from moderator.ingest.schema import DeadLetter
 from moderator.settings import Settings
 from moderator.testing.samples import malformed_records, records_for, sample_posts
 from tests.pipeline_helpers import collect, committed_and_log_offsets, running_service
 
 DESIGN_FIELDS = {"post_id", "action", "scores", "reasons", "policy", "model", "source", "trace_id", "latency_ms",
-                 "decided_at"}
+                 "decided_at", "taxonomy"}
 
 
 def _duplicates_of(posts: list[dict[str, object]], prefix: str) -> list[dict[str, object]]:
@@ -57,7 +58,9 @@ async def test_every_post_gets_one_decision_bad_ones_dead_letter_and_repeats_hit
     first_decision = next(d for d in decisions if d.post_id == originals[0]["post_id"])
     assert first_decision.trace_id == traceparent.split("-")[1], "the post's trace continues into its decision"
     for decision in decisions:
-        assert set(decision.scores) == {"nudity", "violence", "drugs", "scam", "hate"}
+        assert set(decision.scores) == set(CATEGORIES)
+        # The provider mapping of every category behind a reason, from the policy's maps_to.
+        assert set(decision.taxonomy) == {r.category for r in decision.reasons if r.category in CATEGORIES}
         assert all(0.0 <= s <= 1.0 for s in decision.scores.values())
         assert decision.policy.name == "default" and decision.model.version == service.classifier.info.version
         assert all(decision.scores[r.category] >= r.threshold for r in decision.reasons)

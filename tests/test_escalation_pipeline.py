@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from moderator.cache.hashing import content_hash
 from moderator.client import produce
 from moderator.decisions.schema import Decision
+from moderator.evaldata import CATEGORIES
 from moderator.ingest.schema import Post
 from moderator.ingest.validate import IngestLimits, ValidPost
 from moderator.model.base import ModelInfo
@@ -29,7 +30,7 @@ from tests.pipeline_helpers import collect, running_service
 
 EXAMPLE = ROOT / "docs" / "policy-examples" / "escalation.yaml"
 SHIPPED = (ROOT / "policies" / "default.yaml").read_text(encoding="utf-8")
-QUIET = {"nudity": 0.1, "violence": 0.1, "drugs": 0.1, "scam": 0.1, "hate": 0.1}
+QUIET = {c: 0.1 for c in CATEGORIES}
 UNSAFE = VlmAnswer(True, ("scam",), "unsafe\nS4")
 SAFE = VlmAnswer(False, (), "safe")
 GARBAGE = VlmAnswer(None, (), "\ufffd[lA;")
@@ -86,15 +87,15 @@ def test_unsafe_raises_to_on_unsafe_and_names_the_categories(marketplace: Policy
     review_only = marketplace.model_copy(update={"escalation": marketplace.escalation.model_copy(  # type: ignore[union-attr]
         update={"on_unsafe": "review"})})
     # Never lowers: a block from a confident rule stays a block when on_unsafe is review.
-    assert decide(review_only, {**QUIET, "scam": 0.6, "nudity": 0.9}, UNSAFE)[1] is Action.BLOCK
+    assert decide(review_only, {**QUIET, "scam": 0.6, "sexual": 0.9}, UNSAFE)[1] is Action.BLOCK
     assert decide(review_only, {**QUIET, "scam": 0.6}, UNSAFE)[1] is Action.REVIEW
 
 
 def test_safe_clears_only_what_the_escalated_rules_flagged(marketplace: Policy) -> None:
     assert decide(marketplace, {**QUIET, "scam": 0.6}, SAFE) == (Action.REVIEW, Action.ALLOW, "escalation: safe")
     assert decide(marketplace, {**QUIET, "scam": 0.6, "drugs": 0.7}, SAFE)[1] is Action.ALLOW
-    # A confident rule (nudity, or scam above the band) is not the VLM's to overturn.
-    assert decide(marketplace, {**QUIET, "scam": 0.6, "nudity": 0.9}, SAFE)[1] is Action.BLOCK
+    # A confident rule (sexual, or scam above the band) is not the VLM's to overturn.
+    assert decide(marketplace, {**QUIET, "scam": 0.6, "sexual": 0.9}, SAFE)[1] is Action.BLOCK
     assert decide(marketplace, {**QUIET, "scam": 0.85, "drugs": 0.6}, SAFE)[1] is Action.BLOCK
     keep = marketplace.model_copy(update={"escalation": marketplace.escalation.model_copy(  # type: ignore[union-attr]
         update={"on_safe": "keep"})})

@@ -10,7 +10,10 @@ import pytest
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
+from moderator.evaldata import LabeledPost, label_matrix
+from moderator.ingest.schema import Post
 from moderator.model.calibration import CALIBRATION_FILE, Calibration
+from moderator.model.evaluation import category_metrics, choose_thresholds, post_level, threshold_at_fpr
 from moderator.model.heads import TaskHead, load_heads, train_head
 from moderator.model.scoring import Encoded, HeadStack
 
@@ -138,3 +141,82 @@ def test_policy_can_require_a_named_head() -> None:
         HeadStack(["scam", "drugs"], Calibration(), [general]).components()["head_routes"]
         == "drugs=general,scam=general"
     )
+
+
+def two_slot(n: int = 200, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Posts with a caption slot and an image-text slot; the harmful signal sits in either one,
+    the other slot holds a neutral embedding or is absent (all zeros)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, 1)) < 0.4).astype(np.float64)
+    features = np.zeros((n, 2 * dim + 1), dtype=np.float32)
+    features[:, : 2 * dim] = rng.normal(size=(n, 2 * dim))
+    where = rng.integers(0, 2, size=n)
+    for i in np.flatnonzero(labels[:, 0]):
+        features[i, where[i] * dim] += 4.0
+    features[(rng.random(n) < 0.3) & ~((labels[:, 0] == 1) & (where == 1)), dim : 2 * dim] = 0.0  # no image text
+    features[:, -1] = rng.random(n)  # a flag the shared head must ignore
+    return features, labels
+
+
+def test_shared_head_scores_the_same_words_alike_in_either_slot(tmp_path: Path) -> None:
+    dim = 8
+    features, labels = two_slot(dim=dim)
+    slots = ((0, dim), (dim, 2 * dim))
+    head = train_head(features, labels, ("scam",), "enc@1", name="s", kind="shared", slots=slots)
+    test_x, test_y = two_slot(dim=dim, seed=1)
+    assert roc_auc_score(test_y[:, 0], head.predict(test_x)[:, 0]) > 0.95
+
+    harmful, neutral = np.zeros(dim, dtype=np.float32), np.zeros(dim, dtype=np.float32)
+    harmful[0], neutral[1] = 4.0, 1.0
+    as_caption = np.concatenate([harmful, neutral, [0.0]]).astype(np.float32)[None]
+    in_image = np.concatenate([neutral, harmful, [0.9]]).astype(np.float32)[None]
+    alone = np.concatenate([np.zeros(dim), harmful, [0.0]]).astype(np.float32)[None]
+    scores = [head.predict(x)[0, 0] for x in (as_caption, in_image, alone)]
+    # One set of weights for both slots, the larger logit wins: a neutral caption cannot dilute the image.
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6) == pytest.approx(scores[2], abs=1e-6)
+    assert head.predict(np.zeros((1, 2 * dim + 1), dtype=np.float32))[0, 0] < 1e-6  # no text at all
+
+    loaded = TaskHead.load(head.save(tmp_path))
+    assert loaded.slots == slots and loaded.version == head.version
+    np.testing.assert_allclose(loaded.predict(test_x), head.predict(test_x), atol=1e-6)
+    with pytest.raises(ValueError, match="shared head needs embedding slots"):
+        train_head(features, labels, ("scam",), "enc@1", kind="shared")
+    with pytest.raises(ValueError, match="expects 17 features"):
+        head.predict(features[:, :-1])
+
+
+def test_threshold_at_fpr_holds_the_rate_on_the_negatives_exactly() -> None:
+    negatives = np.linspace(0.0, 0.99, 100)
+    assert (negatives >= threshold_at_fpr(negatives, 0.02)).sum() == 2
+    assert (negatives >= threshold_at_fpr(negatives, 0.0)).sum() == 0
+    assert (negatives >= threshold_at_fpr(negatives, 0.015)).sum() == 1
+    tied = np.array([0.1] * 50 + [0.7] * 3)
+    assert (tied >= threshold_at_fpr(tied, 0.02)).sum() == 0  # three tied at the top: all or none, so none
+
+
+def _labeled(labels: dict[str, int], mode: str) -> LabeledPost:
+    post = Post(post_id="p", user_id="u", text="x", metadata={"mode": mode})
+    return LabeledPost(post, labels)
+
+
+def test_recall_at_fpr_per_mode_and_post_level_thresholds() -> None:
+    names = ["scam", "drugs"]
+    examples = ([_labeled({"scam": 1, "drugs": 0}, "caption")] * 10 + [_labeled({"scam": 1, "drugs": 0}, "image")] * 10
+                + [_labeled({"scam": 0, "drugs": 1}, "image")] * 10 + [_labeled({"scam": 0, "drugs": 0}, "caption")] * 100)
+    rng = np.random.default_rng(0)
+    scores = rng.random((130, 2)) * 0.5
+    scores[:10, 0] = 0.9  # caption scams: all above every benign score
+    scores[10:20, 0] = np.linspace(0.0, 0.9, 10)  # image scams: spread out
+    scores[20:30, 1] = 0.8
+    labels = label_matrix(examples, names)
+    scam, drugs = category_metrics(names, examples, scores, labels)
+    assert scam.positives == 20 and scam.negatives == 110 and drugs.modes["image"].positives == 10
+    assert scam.modes["caption"].recall_at_fpr[0.01] == 1.0 and scam.modes["image"].roc_auc < 1.0
+    assert scam.recall_at_fpr[0.02] == pytest.approx(
+        (10 + (scores[10:20, 0] >= scam.thresholds[0.02]).sum()) / 20)
+    assert drugs.modes["both"].positives == 0 and drugs.modes["both"].recall_at_fpr[0.01] is None
+
+    thresholds = choose_thresholds(names, examples, scores, fpr=0.02)
+    overall = post_level(names, examples, scores, thresholds)
+    assert overall.false_positive_rate <= 0.02 and overall.harmful == 30 and overall.benign == 100
+    assert overall.recall_by_mode["caption"] == 1.0 and overall.recall_by_mode["both"] is None

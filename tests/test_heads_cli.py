@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from moderator.cli import build_app
-from moderator.evaldata import TEST_PATH, TRAIN_PATH, read_labeled, to_model_input, write_labeled
+from moderator.evaldata import CATEGORIES, DEV_PATH, TEST_PATH, TRAIN_PATH, read_labeled, to_model_input, write_labeled
 from moderator.model.heads import TaskHead
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ def _subset(source: Path, target: Path, per_kind: int) -> Path:
     """A few posts of each kind, harmful and benign, to keep the round trip fast."""
     picked, seen = [], {}
     for ex in read_labeled(source):
-        key = (ex.kind, max(ex.labels, key=lambda k: ex.labels[k]) if any(ex.labels.values()) else "benign")
+        key = (ex.mode, max(ex.labels, key=lambda k: ex.labels[k]) if ex.harmful else "benign")
         if seen.get(key, 0) < per_kind:
             seen[key] = seen.get(key, 0) + 1
             picked.append(ex)
@@ -37,15 +37,17 @@ def _no_env_heads(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     app = build_app()
     train = _subset(TRAIN_PATH, tmp_path / "train.jsonl", per_kind=2)
+    dev = _subset(DEV_PATH, tmp_path / "dev.jsonl", per_kind=1)
     test = _subset(TEST_PATH, tmp_path / "test.jsonl", per_kind=1)
     heads = tmp_path / "heads"
     policy_dir = str(ROOT / "policies")
-    result = runner.invoke(
-        app, ["heads", "train", "--data", str(train), "--out", str(heads), "--policy-dir", policy_dir]
-    )
+    result = runner.invoke(app, ["heads", "train", "--data", str(train), "--dev", str(dev), "--out", str(heads),
+                                 "--policy-dir", policy_dir, "--l2", "0.01", "--l2", "0.1", "--fpr", "0.02"])
     assert result.exit_code == 0, result.output
     head = TaskHead.load(heads / "task-head.json")
-    assert head.metrics["examples"] == len(read_labeled(train))
+    assert head.kind == "shared" and head.metrics["examples"] == len(read_labeled(train))
+    assert head.metrics["l2"] in (0.01, 0.1) and head.metrics["thresholds"]["fpr"] == 0.02
+    assert "category: scam, threshold:" in result.output  # thresholds chosen on dev, as policy rules
     assert (heads / "zero-shot-calibration.json").is_file()
 
     result = runner.invoke(
@@ -53,7 +55,8 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "**zero-shot" in result.output and f"task-head@{head.version}" in result.output
-    assert "| scam |" in result.output and "ROC-AUC" in result.output
+    assert "| scam |" in result.output and "R@1% FPR" in result.output and "R@2% image" in result.output
+    assert "at the policy's thresholds: harmful recall" in result.output
 
     # The trained head loads through the classifier from heads_dir, and names itself in ModelInfo.
     image = tmp_path / "post.png"
@@ -78,8 +81,8 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert out["model"]["components"]["head:task-head"] == f"linear@{head.version}"
-    assert set(out["scores"]) == {"nudity", "violence", "drugs", "scam", "hate"}
+    assert out["model"]["components"]["head:task-head"] == f"shared@{head.version}"
+    assert set(out["scores"]) == set(CATEGORIES)
 
 
 def test_classify_prints_scores_table(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ async def test_trained_head_loads_in_the_service_and_its_version_is_in_decisions
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train = tmp_path / "train.jsonl"
-    write_labeled(train, read_labeled(TRAIN_PATH)[:40])
+    write_labeled(train, read_labeled(TRAIN_PATH)[::25])  # every category and mode, a few of each
     heads = tmp_path / "heads"
     monkeypatch.setenv("MODERATOR_MODEL", settings.model)
     monkeypatch.delenv("MODERATOR_HEADS_DIR", raising=False)

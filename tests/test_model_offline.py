@@ -85,11 +85,11 @@ def test_deterministic_and_batch_independent(classifier: OfflineStackClassifier)
 def test_nudity_takes_open_nsfw_as_floor(classifier: OfflineStackClassifier, spec) -> None:
     image = Image.new("RGB", (224, 224), (225, 180, 150))
     encoded = classifier.encode([ModelInput(None, image)])
-    column = spec.names.index("nudity")
+    column = spec.names.index("sexual")
     nsfw = float(classifier.nsfw.score([image])[0])
     assert encoded.floor[0, column] == pytest.approx(nsfw)
     assert np.count_nonzero(encoded.floor[0]) <= 1
-    assert classifier.score_batch([ModelInput(None, image)])[0]["nudity"] >= round(nsfw, 6) - 1e-6
+    assert classifier.score_batch([ModelInput(None, image)])[0]["sexual"] >= round(nsfw, 6) - 1e-6
 
 
 def test_model_info_names_every_component(classifier: OfflineStackClassifier) -> None:

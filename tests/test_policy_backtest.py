@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from moderator.cli import build_app
+from moderator.evaldata import CATEGORIES
 from moderator.pipeline.recording import ScoreLog, log_key
 from moderator.policy.backtest import parse_since
 from moderator.policy.engine import evaluate
@@ -24,36 +25,36 @@ from moderator.testing.samples import b64, render_image
 from tests.conftest import ROOT, Servers
 
 DEFAULT_FILE = ROOT / "policies" / "default.yaml"
-CALM = {"nudity": 0.0, "violence": 0.0, "drugs": 0.0, "scam": 0.0, "hate": 0.0}
+CALM = dict.fromkeys(CATEGORIES, 0.0)
 
-# (post, scores, the action the shipped default gives: scam-review 0.55, scam-block 0.8, nudity-review 0.6)
+# (post, scores, the action the shipped default gives: scam-review 0.781, scam-block 0.98, sexual-review 0.695)
 RECORDED = [
     ("s10", {"scam": 0.10}, "allow"),
     ("s50", {"scam": 0.50}, "allow"),
-    ("s56", {"scam": 0.56}, "review"),
-    ("s60", {"scam": 0.60}, "review"),
-    ("s65", {"scam": 0.65}, "review"),
-    ("s79", {"scam": 0.79}, "review"),
-    ("s80", {"scam": 0.80}, "block"),
-    ("s95", {"scam": 0.95}, "block"),
-    ("n70-s62", {"nudity": 0.70, "scam": 0.62}, "review"),
-    ("n65", {"nudity": 0.65}, "review"),
+    ("s80", {"scam": 0.80}, "review"),
+    ("s86", {"scam": 0.86}, "review"),
+    ("s90", {"scam": 0.90}, "review"),
+    ("s97", {"scam": 0.97}, "review"),
+    ("s98", {"scam": 0.98}, "block"),
+    ("s99", {"scam": 0.99}, "block"),
+    ("x75-s88", {"sexual": 0.75, "scam": 0.88}, "review"),
+    ("x72", {"sexual": 0.72}, "review"),
 ]
-# The candidate blocks scam from 0.6 (was 0.8) and reviews nudity from 0.75 (was 0.6). By hand:
-#   s60, s65, s79, n70-s62: review -> block, counted under scam (the stricter rule that now fires);
-#   n65: review -> allow, counted under nudity (the rule that no longer fires); nothing else moves.
+# The candidate blocks scam from 0.85 (was 0.98) and reviews sexual from 0.8 (was 0.695). By hand:
+#   s86, s90, s97, x75-s88: review -> block, counted under scam (the stricter rule that now fires);
+#   x72: review -> allow, counted under sexual (the rule that no longer fires); nothing else moves.
 EXPECTED_CHANGED = 5
 EXPECTED_TRANSITIONS = {"review->block": 4, "review->allow": 1}
-EXPECTED_BY_CATEGORY = {"scam": 4, "nudity": 1}
+EXPECTED_BY_CATEGORY = {"scam": 4, "sexual": 1}
 
 
 def candidate_file(tmp_path: Path) -> Path:
     text = DEFAULT_FILE.read_text(encoding="utf-8")
-    text = text.replace('version: "1"', 'version: "2"')
-    text = text.replace("{name: scam-block, category: scam, threshold: 0.8,", "{name: scam-block, category: scam, "
-                                                                            "threshold: 0.6,")
-    text = text.replace("{name: nudity-review, category: nudity, threshold: 0.6,", "{name: nudity-review, "
-                                                                                  "category: nudity, threshold: 0.75,")
+    text = text.replace('version: "2"', 'version: "3"')
+    text = text.replace("{name: scam-block, category: scam, threshold: 0.98,", "{name: scam-block, category: scam, "
+                                                                             "threshold: 0.85,")
+    text = text.replace("{name: sexual-review, category: sexual, threshold: 0.695,", "{name: sexual-review, "
+                                                                                    "category: sexual, threshold: 0.8,")
     path = tmp_path / "default.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -93,17 +94,17 @@ def test_backtest_reports_the_hand_computed_changes_of_a_stricter_threshold(serv
                            env=env)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert (report["policy"], report["version"]) == ("default", "2")
+    assert (report["policy"], report["version"]) == ("default", "3")
     assert (report["replayed"], report["skipped"]) == (len(RECORDED), 1)
     assert report["changed"] == EXPECTED_CHANGED
     assert report["transitions"] == EXPECTED_TRANSITIONS
     assert report["by_category"] == EXPECTED_BY_CATEGORY
     scam_examples = {e["post_id"]: e for e in report["examples"]["scam"]}
-    assert set(scam_examples) <= {"s60", "s65", "s79", "n70-s62"} and len(scam_examples) == 3
+    assert set(scam_examples) <= {"s86", "s90", "s97", "x75-s88"} and len(scam_examples) == 3
     assert all(e["rule_after"] == "scam-block" for e in scam_examples.values())
-    [nudity] = report["examples"]["nudity"]
-    assert (nudity["post_id"], nudity["before"], nudity["after"], nudity["rule_before"]) == (
-        "n65", "review", "allow", "nudity-review")
+    [sexual] = report["examples"]["sexual"]
+    assert (sexual["post_id"], sexual["before"], sexual["after"], sexual["rule_before"]) == (
+        "x72", "review", "allow", "sexual-review")
 
     human = runner.invoke(app, ["policy", "backtest", str(candidate), "--since", "1h", "--group", group], env=env)
     assert human.exit_code == 0 and f"{EXPECTED_CHANGED} actions would change" in human.output
@@ -137,9 +138,9 @@ def test_since_takes_durations_and_iso_times() -> None:
 
 def test_policy_test_prints_each_posts_action_and_rule(tmp_path: Path, tiny_clip_dir: Path) -> None:
     posts = [
-        {"post_id": "scammy", "user_id": "u", "text": "send money", "scores": {**CALM, "scam": 0.9},
+        {"post_id": "scammy", "user_id": "u", "text": "send money", "scores": {**CALM, "scam": 0.99},
          "expect": "block"},
-        {"post_id": "borderline", "user_id": "u", "text": "hm", "scores": {**CALM, "nudity": 0.7}, "expect": "review"},
+        {"post_id": "borderline", "user_id": "u", "text": "hm", "scores": {**CALM, "sexual": 0.7}, "expect": "review"},
         {"post_id": "scored-by-model", "user_id": "u", "text": "a sunset",
          "image": {"data_b64": b64(render_image("sunset", 1))}},
         {"post_id": "broken", "user_id": "u", "image": {"data_b64": "%%%"}},
@@ -153,12 +154,12 @@ def test_policy_test_prints_each_posts_action_and_rule(tmp_path: Path, tiny_clip
     rows = {row["post_id"]: row for row in map(json.loads, result.output.splitlines())}
     assert (rows["scammy"]["action"], rows["scammy"]["rule"], rows["scammy"]["source"]) == ("block", "scam-block",
                                                                                              "given")
-    assert rows["scammy"]["fired"] == ["scam-block", "scam-review"]
-    assert (rows["borderline"]["action"], rows["borderline"]["rule"]) == ("review", "nudity-review")
+    assert rows["scammy"]["fired"] == ["scam-review", "scam-block"]
+    assert (rows["borderline"]["action"], rows["borderline"]["rule"]) == ("review", "sexual-review")
     model_row = rows["scored-by-model"]
     assert model_row["source"] == "model" and set(model_row["scores"]) == set(CALM)
     assert (rows["broken"]["action"], rows["broken"]["rule"]) == ("dead-letter", "image_decode")
 
-    # Under the candidate (nudity reviewed from 0.75), "borderline" is allowed: not what the sample expects.
+    # Under the candidate (sexual reviewed from 0.8), "borderline" is allowed: not what the sample expects.
     mismatch = runner.invoke(app, ["policy", "test", str(candidate_file(tmp_path)), "--posts", str(sample)], env=env)
     assert mismatch.exit_code == 1 and "borderline (allow, expected review)" in mismatch.output

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from moderator.cli import build_app
+from moderator.evaldata import CATEGORIES
 from moderator.policy.loader import PolicyError, load_candidate, load_policy_set, parse_policy
 from moderator.policy.schema import policy_json_schema
 
@@ -43,12 +44,14 @@ def test_shipped_policy_is_valid_and_keeps_its_categories() -> None:
     policies = load_policy_set(ROOT / "policies")
     default = policies.default_policy
     assert default.name == "default" and policies.default == "default"
-    assert [c.name for c in default.categories] == ["nudity", "violence", "drugs", "scam", "hate"]
+    assert [c.name for c in default.categories] == list(CATEGORIES)
+    assert default.provider_mappings["harassment_threatening"].openai == ("harassment/threatening", "violence")
+    assert all(c.threshold_fpr == 0.02 for c in default.categories if c.name != "sexual_minors")
 
 
 def test_yaml_syntax_error_names_file_and_line() -> None:
-    text = edited("  - {name: drugs-review, category: drugs, threshold: 0.6, action: review}",
-                  "  - {name: drugs-review, category: drugs, threshold: 0.6, action: review")
+    text = edited("  - {name: drugs-review, category: drugs, threshold: 0.815, action: review}",
+                  "  - {name: drugs-review, category: drugs, threshold: 0.815, action: review")
     message = rejection(text)
     assert message.startswith("policies/default.yaml:")
     assert "invalid YAML" in message
@@ -57,54 +60,54 @@ def test_yaml_syntax_error_names_file_and_line() -> None:
 
 
 def test_unknown_category_names_the_rule_line_and_field() -> None:
-    text = edited("category: drugs, threshold: 0.6", "category: drugz, threshold: 0.6")
+    text = edited("category: drugs, threshold: 0.815", "category: drugz, threshold: 0.815")
     message = rejection(text)
-    assert message == (f"policies/default.yaml:{line_containing(text, 'drugz')}: rules[4].category: rule "
-                       "'drugs-review' uses unknown category 'drugz' (known: drugs, hate, nudity, scam, violence)")
+    assert message == (f"policies/default.yaml:{line_containing(text, 'drugz')}: rules[10].category: rule "
+                       "'drugs-review' uses unknown category 'drugz' (known: drugs, harassment, harassment_threatening, hate, hate_threatening, scam, self_harm, sexual, sexual_minors, violence, violence_graphic, weapons)")
 
 
 def test_unknown_category_inside_a_condition_is_located() -> None:
     text = DEFAULT + ("  - name: combo\n    when:\n      all:\n        - {metadata: surface, equals: kids}\n"
                       "        - {score: violense, gte: 0.2}\n    action: block\n")
     message = rejection(text)
-    assert message.startswith(f"policies/default.yaml:{line_containing(text, 'violense')}: rules[9].when.all[1]: ")
+    assert message.startswith(f"policies/default.yaml:{line_containing(text, 'violense')}: rules[21].when.all[1]: ")
     assert "unknown category 'violense'" in message
 
 
 @pytest.mark.parametrize("threshold", ["1.5", "-0.1"])
 def test_threshold_outside_0_1_is_rejected_with_its_line(threshold: str) -> None:
-    text = edited("{name: scam-block, category: scam, threshold: 0.8,", f"{{name: scam-block, category: scam, "
-                                                                         f"threshold: {threshold},")
+    text = edited("{name: scam-block, category: scam, threshold: 0.98,", f"{{name: scam-block, category: scam, "
+                                                                          f"threshold: {threshold},")
     message = rejection(text)
-    assert message.startswith(f"policies/default.yaml:{line_containing(text, 'scam-block')}: rules[5].threshold: ")
+    assert message.startswith(f"policies/default.yaml:{line_containing(text, 'scam-block')}: rules[20].threshold: ")
 
 
 def test_threshold_outside_0_1_in_a_condition_is_rejected_with_its_line() -> None:
     text = DEFAULT + "  - name: deep\n    when:\n      any:\n        - score: scam\n          gte: 2\n"
     text += "    action: block\n"
     message = rejection(text)
-    assert message.startswith(f"policies/default.yaml:{line_containing(text, 'gte: 2')}: rules[9].when.any[0].gte: ")
+    assert message.startswith(f"policies/default.yaml:{line_containing(text, 'gte: 2')}: rules[21].when.any[0].gte: ")
 
 
 def test_duplicate_rule_and_category_names_are_rejected() -> None:
     text = edited("{name: hate-block,", "{name: hate-review,")
     second = [i for i, line in enumerate(text.splitlines(), 1) if "name: hate-review" in line][-1]
-    assert rejection(text) == f"policies/default.yaml:{second}: rules[8].name: duplicate rule name 'hate-review'"
+    assert rejection(text) == f"policies/default.yaml:{second}: rules[14].name: duplicate rule name 'hate-review'"
     text = edited("  - name: hate\n", "  - name: scam\n")
     message = rejection(text)
     lines = [i for i, line in enumerate(text.splitlines(), 1) if line == "  - name: scam"]
-    assert f"policies/default.yaml:{lines[1]}: categories[4].name: duplicate category name 'scam'" in message
+    assert f"policies/default.yaml:{lines[1]}: categories[11].name: duplicate category name 'scam'" in message
 
 
 def test_duplicate_yaml_keys_are_rejected() -> None:
-    text = edited('version: "1"\n', 'version: "1"\nversion: "2"\n')
-    line = line_containing(text, 'version: "2"')
+    text = edited('version: "2"\n', 'version: "2"\nversion: "3"\n')
+    line = line_containing(text, 'version: "3"')
     assert rejection(text) == f"policies/default.yaml:{line}: version: duplicate key"
 
 
 def test_unknown_fields_and_malformed_conditions_are_located() -> None:
     text = DEFAULT + "  - name: typo\n    when: {metadata: surface, equal: ads}\n    action: block\n"
-    assert f"policies/default.yaml:{line_containing(text, 'equal: ads')}: rules[9].when.equal: " in rejection(text)
+    assert f"policies/default.yaml:{line_containing(text, 'equal: ads')}: rules[21].when.equal: " in rejection(text)
     text = DEFAULT + "  - name: bad\n    when: {scor: nudity}\n    action: block\n"
     assert "a condition needs one of the keys: score, metadata, bank, any, all, not" in rejection(text)
     text = DEFAULT + "  - {name: both, category: scam, threshold: 0.5, when: {score: scam, gte: 0.5}, action: block}\n"
@@ -128,7 +131,8 @@ def test_directory_rules_duplicate_policy_names_inheritance_and_shadows(tmp_path
     assert str(caught.value).startswith(f"{directory}/other.yaml:1: name: policy 'default' is also defined in ")
 
     ads = ("name: ads\nversion: 1\napplies_when: {metadata: surface, equals: ads}\n"
-           "rules:\n  - {name: x, category: nudiity, threshold: 0.5, action: block}\n")
+           "rules:\n  - {name: x, category: sexuall, threshold: 0.5, action: block}\n"
+           "  - {name: y, category: sexual_minors, threshold: 0.5, action: block}\n")
     directory = _policy_dir(tmp_path / "b", ads=ads)
     with pytest.raises(PolicyError) as caught:
         load_policy_set(directory)
@@ -149,7 +153,7 @@ def test_directory_rules_duplicate_policy_names_inheritance_and_shadows(tmp_path
     with pytest.raises(PolicyError, match=r"default: more than one policy is the default"):
         load_policy_set(directory)
 
-    directory = _policy_dir(tmp_path / "f", ads=ads.replace("nudiity", "nudity"))
+    directory = _policy_dir(tmp_path / "f", ads=ads.replace("sexuall", "sexual"))
     policies = load_policy_set(directory)
     assert policies.policies["ads"].categories == policies.default_policy.categories, "ads inherits the categories"
     assert policies.select({"surface": "ads"}).name == "ads"
@@ -170,7 +174,7 @@ def test_policy_validate_exit_codes_for_ci(tmp_path: Path) -> None:
     app = build_app()
     good = runner.invoke(app, ["policy", "validate", str(ROOT / "policies")])
     assert good.exit_code == 0, good.output
-    assert "ok" in good.output and "default v1" in good.output
+    assert "ok" in good.output and "default v2" in good.output
     broken = _policy_dir(tmp_path, ads="name: ads\nversion: 1\nrules: [{name: r, category: scam, threshold: 1.2, "
                                        "action: block}]\n")
     bad = runner.invoke(app, ["policy", "validate", str(broken)])
@@ -199,8 +203,8 @@ def test_exported_json_schema_is_shipped_and_accepts_the_policies() -> None:
     validator = jsonschema.Draft202012Validator(shipped)
     for path in [ROOT / "policies" / "default.yaml", *EXAMPLES]:
         assert not list(validator.iter_errors(yaml.safe_load(path.read_text(encoding="utf-8")))), path
-    bad = yaml.safe_load(DEFAULT.replace("threshold: 0.8,", "threshold: 1.8,"))
-    assert [list(e.absolute_path) for e in validator.iter_errors(bad)] == [["rules", 5, "threshold"]]
+    bad = yaml.safe_load(DEFAULT.replace("threshold: 0.893,", "threshold: 1.8,"))
+    assert [list(e.absolute_path) for e in validator.iter_errors(bad)] == [["rules", 4, "threshold"]]
 
 
 def test_documented_examples_validate_beside_the_default(tmp_path: Path) -> None:
@@ -211,3 +215,23 @@ def test_documented_examples_validate_beside_the_default(tmp_path: Path) -> None
     assert {"ads", "default-candidate"} <= set(policies.policies)
     _, candidate = load_candidate(EXAMPLES[0], ROOT / "policies")
     assert candidate.categories == policies.default_policy.categories
+
+
+def test_always_block_category_cannot_be_let_through() -> None:
+    text = edited("  - {name: sexual-minors-block, category: sexual_minors, threshold: 0.5, action: block}\n", "")
+    assert "category 'sexual_minors' is always_block: add a rule" in rejection(text)
+    text = edited("category: sexual_minors, threshold: 0.5, action: block}", "category: sexual_minors, "
+                  "threshold: 0.9, action: block}")
+    assert "always_block" in rejection(text), "a block threshold above 0.5 would let scores up to it through"
+    text = edited("category: sexual_minors, threshold: 0.5, action: block}", "category: sexual_minors, "
+                  "threshold: 0.5, action: review}")
+    assert "always_block" in rejection(text)
+    escalating = DEFAULT + "escalation: {model: some/vlm, on_safe: allow}\n"
+    assert "escalation.on_safe" in rejection(escalating) or "escalation may not allow it" in rejection(escalating)
+
+
+def test_provider_mappings_use_the_providers_own_names() -> None:
+    text = edited("maps_to: {openai: [hate], llama_guard: [S10]}", "maps_to: {openai: [hateful], llama_guard: [S10]}")
+    assert "categories[2].maps_to.openai[0]: Input should be" in rejection(text)
+    text = edited("maps_to: {openai: [hate], llama_guard: [S10]}", "maps_to: {openai: [hate], llama_guard: [S15]}")
+    assert "categories[2].maps_to.llama_guard[0]: Input should be" in rejection(text)

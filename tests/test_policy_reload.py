@@ -35,17 +35,19 @@ CANDIDATE = """name: candidate
 version: "1"
 shadow_of: default
 rules:
-  - {name: strict, category: nudity, threshold: 0.0, action: block}
+  - {name: strict, category: sexual, threshold: 0.0, action: block}
 """
 
 
 def default_policy(version: str, threshold: str, extra_prompt: str | None = None) -> str:
     """The shipped default's categories with one rule, ``lockdown``, blocking at ``threshold``."""
     head, _ = SHIPPED.split("\nrules:\n")
-    text = head.replace('version: "1"', f'version: "{version}"')
+    text = head.replace('version: "2"', f'version: "{version}"')
     if extra_prompt is not None:
-        text = text.replace("      - pornographic content\n", f"      - pornographic content\n      - {extra_prompt}\n")
-    return text + f"\nrules:\n  - {{name: lockdown, category: nudity, threshold: {threshold}, action: block}}\n"
+        text = text.replace("      - a photo of a naked person\n", f"      - a photo of a naked person\n      - {extra_prompt}\n")
+    # The tiny test model's scores are random: no always-blocked category, so only `lockdown` can block.
+    text = text.replace("    always_block: true\n", "")
+    return text + f"\nrules:\n  - {{name: lockdown, category: sexual, threshold: {threshold}, action: block}}\n"
 
 
 def save(path: Path, text: str) -> None:
@@ -92,12 +94,12 @@ async def test_policy_edits_reload_live_and_invalid_edits_keep_the_last_good_ver
     async with running_service(settings) as service:
         classifier, model_version = service.classifier, service.classifier.info.version
 
-        # v1: `lockdown` blocks at nudity >= 1.0, which no score reaches; ads get the ads policy.
+        # v1: `lockdown` blocks at sexual >= 1.0, which no score reaches; ads get the ads policy.
         await produce(settings, records_for(feed + ads))
         seen = await decisions(8)
         for post in feed:
             decision = seen[str(post["post_id"])]
-            assert decision.scores["nudity"] < 1.0
+            assert decision.scores["sexual"] < 1.0
             assert (decision.policy.name, decision.policy.version, decision.action) == ("default", "1", "allow")
         for post in ads:
             decision = seen[str(post["post_id"])]
@@ -128,8 +130,8 @@ async def test_policy_edits_reload_live_and_invalid_edits_keep_the_last_good_ver
             assert (decision.policy.version, decision.action, decision.source) == ("2", "block", "cache")
             assert [r.rule for r in decision.reasons] == ["lockdown"]
         diff = "\n".join(r.getMessage() for r in caplog.records if "policies reloaded" in r.getMessage())
-        assert "-  - {name: lockdown, category: nudity, threshold: 1.0, action: block}" in diff
-        assert "+  - {name: lockdown, category: nudity, threshold: 0.0, action: block}" in diff
+        assert "-  - {name: lockdown, category: sexual, threshold: 1.0, action: block}" in diff
+        assert "+  - {name: lockdown, category: sexual, threshold: 0.0, action: block}" in diff
 
         # v3 is invalid: rejected with file:line:field, v2 keeps serving.
         invalid = default_policy("3", "1.5")

@@ -25,6 +25,8 @@ def _review_everything_policy(directory: Path, name: str) -> Path:
     """The default policy renamed, with one rule that sends every post to review."""
     text = (ROOT / "policies" / "default.yaml").read_text(encoding="utf-8")
     text = re.sub(r"(?m)^name: default$", f"name: {name}", text)
+    # Without always_block, no category needs its block rule, so one review rule can take every post.
+    text = text.replace("    always_block: true\n", "")
     text = text[: text.index("\nrules:")] + "\nrules:\n  - {name: review-all, category: scam, threshold: 0.0, action: review}\n"
     directory.mkdir()
     (directory / f"{name}.yaml").write_text(text, encoding="utf-8")

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from moderator.bench.api_bench import ApiReport
 from moderator.bench.suite import ModelReport
 
 
@@ -57,6 +58,27 @@ def print_report(report: ModelReport, console: Console) -> None:
         summary.add_row(f"low-load p99 produce -> decision, through the broker ({label})",
                         f"{ratios[prefix + 'p99_ms']:.1f} ms")
     console.print(summary)
+    if report.api is not None:
+        print_api(report.api, console)
+
+
+def print_api(api: ApiReport, console: Console) -> None:
+    """The HTTP API beside the stream: one row per load level, then the targets."""
+    table = Table("clients", "req/s", "p50/p99 ms", "errors", "stream/s", "stream p50/p99", "lost", "batch",
+                  "forward ms", "p99 bound",
+                  title=f"HTTP API beside the stream (max_batch={api.max_batch}, max_wait={api.max_wait_ms:g} ms, "
+                        f"stream {api.stream_rate_per_s:g} posts/s, {api.seconds:g} s per level)")
+    for level in (api.stream_alone, *api.levels):
+        def pair(latency: dict[str, float]) -> str:
+            return f"{latency['p50']:.0f}/{latency['p99']:.0f}" if latency else "-"
+
+        table.add_row(str(level.clients) if level.clients else "none",
+                      f"{level.requests_per_s:,.1f}" if level.clients else "-", pair(level.latency_ms),
+                      str(sum(level.errors.values())), f"{level.stream_posts_per_s:,.1f}",
+                      pair(level.stream_latency_ms), str(level.stream_lost), f"{level.mean_batch:.1f}",
+                      f"{level.forward_ms:.1f}", f"{level.p99_bound_ms:.0f}" if level.clients else "-")
+    console.print(table)
+    console.print("targets: " + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in api.targets().items()))
 
 
 def write_json(reports: list[ModelReport], path: Path) -> None:

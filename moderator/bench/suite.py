@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from moderator.bench.api_bench import ApiReport, bench_api
 from moderator.bench.model_bench import ModelRow, bench_model
 from moderator.bench.pipeline_bench import RunResult, bench_cache, bench_latency, bench_naive, bench_pipeline
 from moderator.bench.profile import StageProfile, profile_stages
@@ -32,19 +33,28 @@ class BenchPlan(BaseModel):
     batch_sizes: list[int]
     pipeline_configs: list[tuple[int, float]]
     model_seconds: float
-
-    profile_posts: int
+    api_clients: list[int] = []  # HTTP API load levels (concurrent clients); empty = no API benchmark
+    api_seconds: float = 10.0
+    api_stream_rate_per_s: float = 50.0
+    profile_posts: int = 64
 
     @classmethod
-    def make(cls, quick: bool, max_batch_size: int) -> BenchPlan:
+    def make(cls, quick: bool, max_batch_size: int, api_clients: list[int] | None = None) -> BenchPlan:
         sizes = [2**i for i in range(0, 12) if 2**i <= max_batch_size]
+        clients = [1, 16, 200] if api_clients is None else api_clients
         if quick:
             return cls(posts=48, naive_posts=16, cache_posts=200, latency_posts=10, latency_rate_per_s=20,
                        batch_sizes=[s for s in sizes if s <= 8], pipeline_configs=[(8, 10.0)], model_seconds=0.2,
+                       api_clients=[c for c in clients if c <= 16], api_seconds=1.0, api_stream_rate_per_s=10.0,
                        profile_posts=8)
         return cls(posts=600, naive_posts=150, cache_posts=5_000, latency_posts=60, latency_rate_per_s=10,
                    batch_sizes=sizes, pipeline_configs=[(8, 10.0), (max_batch_size // 2, 20.0), (max_batch_size, 50.0)],
-                   model_seconds=2.0, profile_posts=64)
+                   model_seconds=2.0, api_clients=clients, profile_posts=64)
+
+    def api_max_batch(self) -> int:
+        """A batch that holds every waiting HTTP request plus the stream's posts (the next power of two
+        over 1.25 x the most clients): each request then waits for at most the batch running now."""
+        return 1 << (max(self.api_clients) * 5 // 4 - 1).bit_length()
 
     def scaled(self, factor: float) -> BenchPlan:
         """Fewer posts for slow models (the packaged stack runs OCR per image) and heavy posts (photos)."""
@@ -72,6 +82,7 @@ class ModelReport(BaseModel):
     latency: RunResult  # adaptive wait (the default)
     latency_fixed_wait: RunResult  # the same trickle with every batch held for max_wait
     profile: StageProfile | None = None  # one thread, stage by stage, and the naive decode + resize loop
+    api: ApiReport | None = None  # the HTTP API beside the stream
 
     def bare_at(self, batch_size: int) -> ModelRow:
         """The bare-model row at the largest measured batch size not above ``batch_size``."""
@@ -139,7 +150,7 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
         bare = bench_model(classifier, inputs, plan.batch_sizes, plan.model_seconds)
         profile = profile_stages(classifier, posts[: plan.profile_posts], limits, max(plan.batch_sizes))
 
-        async def scenarios() -> tuple[list[RunResult], RunResult, RunResult, list[RunResult]]:
+        async def scenarios() -> tuple[list[RunResult], RunResult, RunResult, list[RunResult], ApiReport | None]:
             pipeline = [await bench_pipeline(settings, classifier, policies,
                                              bench_posts(plan.posts, prefix=f"{name}-pipe{i}", seed=10 + i), mb, mw)
                         for i, (mb, mw) in enumerate(plan.pipeline_configs)]
@@ -152,10 +163,13 @@ def run_model_suite(name: str, settings: Settings, plan: BenchPlan, max_batch_si
                                            bench_posts(plan.latency_posts, prefix=f"{name}-lat{seed}", seed=seed),
                                            mb, mw, plan.latency_rate_per_s, adaptive)
                        for seed, adaptive in ((4, True), (5, False))]
-            return pipeline, naive, cache, latency
+            api = (await bench_api(settings, classifier, policies, plan.api_clients, plan.api_seconds,
+                                   plan.api_stream_rate_per_s, plan.api_max_batch(), settings.max_wait_ms)
+                   if plan.api_clients else None)
+            return pipeline, naive, cache, latency, api
 
-        pipeline, naive, cache, (adaptive, fixed) = asyncio.run(scenarios())
+        pipeline, naive, cache, (adaptive, fixed), api = asyncio.run(scenarios())
         device = str(getattr(classifier, "device", "cpu"))
         return ModelReport(model=name, workload=workload.name, model_version=classifier.info.version, device=device,
                            bare=bare, pipeline=pipeline, naive=naive, cache=cache, latency=adaptive,
-                           latency_fixed_wait=fixed, profile=profile)
+                           latency_fixed_wait=fixed, profile=profile, api=api)

@@ -21,7 +21,7 @@ TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Real-time content moderation over Kafka.")
 
 # Each module defines `register(app)`; imported lazily so `moderator --help` stays fast.
-COMMAND_MODULES = ("service", "models", "bench", "review", "policy", "bank", "contract")
+COMMAND_MODULES = ("service", "models", "bench", "review", "policy", "bank", "contract", "api")
 
 
 def build_app() -> typer.Typer:

@@ -21,8 +21,11 @@ def bench(
     max_batch_size: int = typer.Option(64, help="Largest batch size for the bare-model sweep and the pipeline."),
     output: Path = typer.Option(Path("bench-results/bench.json"), help="Where to write the JSON results."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Save a throughput/latency chart (PNG) here."),
+    api_clients: list[int] = typer.Option([1, 16, 200], "--api-clients",
+                                          help="Concurrent HTTP API clients per level, beside the stream; "
+                                               "repeatable. 0 skips the API benchmark."),
 ) -> None:
-    """Bare model vs pipeline vs naive loop vs cache hits, measured in one run on the same broker."""
+    """Bare model vs pipeline vs naive loop vs cache hits, and the HTTP API beside the stream, in one run."""
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
@@ -37,7 +40,7 @@ def bench(
     logging.basicConfig(level=logging.WARNING)
     hf_logging.disable_progress_bar()  # saving the tiny test model drew a "Writing model shards" bar
     console = Console()
-    plan = BenchPlan.make(quick, max_batch_size)
+    plan = BenchPlan.make(quick, max_batch_size, [c for c in api_clients if c > 0])
     for name in workloads:
         if name not in ("photos", "small"):
             raise typer.BadParameter(f"unknown workload {name!r} (photos or small)")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -20,7 +19,9 @@ from moderator.settings import Settings
 
 if TYPE_CHECKING:
     from moderator.evaldata import LabeledPost
-    from moderator.model.evaluation import CategoryMetrics
+    from moderator.model.calibration import Calibration
+    from moderator.model.heads import HeadKind, TaskHead
+    from moderator.model.scoring import Encoded, HeadedClassifier
 
 console = stdout_console()
 # Progress lines go to stderr so that `--json` and `--markdown` output can be redirected as is.
@@ -110,70 +111,153 @@ def classify(
 
 
 def train(
-    data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL (default: shipped train split)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL [default: shipped train split]")] = None,
+    dev: Annotated[
+        Path | None,
+        typer.Option("--dev", help="Labeled JSONL to select L2 and thresholds on [default: shipped dev split "
+                     "when --data is the shipped train split]"),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Heads directory (default: MODERATOR_HEADS_DIR or ./heads)")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Head file name")] = "task-head",
-    kind: Annotated[str, typer.Option("--kind", help="linear or mlp")] = "linear",
+    kind: Annotated[str, typer.Option("--kind", help="shared, linear or mlp")] = "shared",
     steps: Annotated[int, typer.Option("--steps", help="L-BFGS iterations")] = 200,
+    l2: Annotated[
+        list[float] | None, typer.Option("--l2", help="L2 strength; several: the best on --dev wins")
+    ] = None,
+    benign_weight: Annotated[
+        float, typer.Option("--benign-weight", help="Weight of benign posts against other negatives")
+    ] = 10.0,
+    fpr: Annotated[float, typer.Option("--fpr", help="Post-level false-positive rate to choose thresholds for")] = 0.02,
     policy_dir: PolicyDirOption = None,
     policy: PolicyOption = None,
 ) -> None:
-    """Train a task head (and zero-shot calibration) on frozen features of the active encoder."""
-    from moderator.evaldata import TRAIN_PATH, label_matrix
+    """Train a task head (and zero-shot calibration) on frozen features of the active encoder.
+
+    With a dev set, the L2 strength with the best mean recall at 2% FPR on dev is kept, and
+    thresholds for ``--fpr`` (post-level, on dev) are printed as policy rules.
+    """
+    from moderator.evaldata import DEV_PATH, TRAIN_PATH, label_matrix
     from moderator.model.calibration import CALIBRATION_FILE
-    from moderator.model.evaluation import category_metrics, encode_examples, fit_heads
+    from moderator.model.evaluation import category_metrics, choose_thresholds, encode_examples
+    from moderator.model.heads import HEAD_KINDS
     from moderator.model.loader import load_classifier
     from moderator.model.scoring import HeadStack
 
-    if kind not in ("linear", "mlp"):
-        fail(f"--kind {kind}: must be linear or mlp")
-    settings = _settings(policy_dir, None).model_copy(update={"heads_dir": None})
-    out_dir = out or Settings().heads_dir or Path("heads")
+    if kind not in HEAD_KINDS:
+        fail(f"--kind {kind}: must be one of {', '.join(HEAD_KINDS)}")
+    settings = _settings(policy_dir, None)
+    out_dir = out or settings.heads_dir or Path("heads")
     data_path = data or TRAIN_PATH
+    dev_path = dev or (DEV_PATH if data is None else None)
     spec = _head_spec(settings, policy)
     examples = _read_labeled(data_path)
     classifier = load_classifier(settings, spec)
     status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
     encoded = encode_examples(classifier, examples)
     labels = label_matrix(examples, spec.names)
-    head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps)
+    dev_set = None
+    if dev_path is not None:
+        dev_examples = _read_labeled(dev_path)
+        status.print(f"encoding {len(dev_examples)} dev posts from {dev_path} ...")
+        dev_set = (dev_examples, encode_examples(classifier, dev_examples), label_matrix(dev_examples, spec.names))
+    strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
+                                               kind=kind, steps=steps, benign_weight=benign_weight)
     train_scores = HeadStack(spec.names, calibration, [head]).scores(encoded)
     head.metrics = {
         "data": data_path.name,
         "data_sha256": hashlib.sha256(data_path.read_bytes()).hexdigest()[:12],
         "examples": len(examples),
-        "train_roc_auc": {
-            m.category: m.roc_auc
-            for m in category_metrics(spec.names, train_scores, labels, threshold=0.5, target_precision=0.9)
-        },
+        "l2": strength,
+        "benign_weight": benign_weight,
+        "train_roc_auc": {m.category: m.roc_auc for m in category_metrics(spec.names, examples, train_scores, labels)},
     }
+    if dev_set is not None:
+        dev_scores = HeadStack(spec.names, calibration, [head]).scores(dev_set[1])
+        head.metrics["dev"] = dev_path.name
+        head.metrics["dev_recall_at_fpr"] = {
+            m.category: m.recall_at_fpr for m in category_metrics(spec.names, dev_set[0], dev_scores, dev_set[2])
+        }
+        thresholds = choose_thresholds(spec.names, dev_set[0], dev_scores, fpr)
+        head.metrics["thresholds"] = {"fpr": fpr, "data": dev_path.name, "by_category": thresholds}
     path = head.save(out_dir)
     (out_dir / CALIBRATION_FILE).write_text(
         calibration.to_json(encoder=classifier.encoder_id, fingerprint=spec.fingerprint()),
         encoding="utf-8",
     )
-    console.print(f"head {head.name} ({head.kind}) version {head.version} -> {path}")
+    console.print(f"head {head.name} ({head.kind}, l2={strength:g}) version {head.version} -> {path}")
     console.print(f"categories: {', '.join(head.categories)}; zero-shot calibration -> {out_dir / CALIBRATION_FILE}")
+    if dev_set is not None:
+        _print_thresholds(thresholds, f"{fpr:g} post-level FPR on {dev_path.name}")
+
+
+def _print_thresholds(thresholds: dict[str, float], chosen_for: str) -> None:
+    """Thresholds as review rules to paste into a policy (plain text: no wrapping)."""
+    typer.echo(f"thresholds for {chosen_for} (policy rules):")
+    for category, value in thresholds.items():
+        typer.echo(f"  - {{name: {category.replace('_', '-')}-review, category: {category}, threshold: {value}, "
+                   "action: review}")
+
+
+def _best_on_dev(
+    classifier: HeadedClassifier, encoded: Encoded, labels: np.ndarray,
+    dev_set: tuple[list[LabeledPost], Encoded, np.ndarray] | None, strengths: list[float], *, name: str,
+    kind: HeadKind, steps: int, benign_weight: float,
+) -> tuple[float, TaskHead, Calibration]:
+    """A head per L2 strength; the one with the best mean dev recall at 2% FPR (the first without dev)."""
+    from moderator.model.evaluation import category_metrics, fit_heads
+    from moderator.model.scoring import HeadStack
+
+    candidates = []
+    for strength in strengths:
+        head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps, l2=strength,
+                                      benign_weight=benign_weight)
+        dev_recall = 0.0
+        if dev_set is not None:
+            dev_scores = HeadStack(classifier.spec.names, calibration, [head]).scores(dev_set[1])
+            recalls = [m.recall_at_fpr[0.02] for m in category_metrics(classifier.spec.names, dev_set[0], dev_scores,
+                                                                       dev_set[2])]
+            dev_recall = float(np.mean([r for r in recalls if r is not None]))
+            status.print(f"l2={strength:g}: mean dev recall at 2% FPR {dev_recall:.3f}")
+        candidates.append((dev_recall, -len(candidates), strength, head, calibration))
+    _, _, strength, head, calibration = max(candidates, key=lambda c: (c[0], c[1]))
+    return strength, head, calibration
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _policy_thresholds(settings: Settings, name: str | None) -> dict[str, float]:
+    """The lowest review-or-block threshold of each category in the policy's shorthand rules."""
+    from moderator.policy.loader import load_policy_dir
+    from moderator.policy.schema import Action
+
+    policies = load_policy_dir(settings.policy_dir)
+    chosen = policies[name or ("default" if "default" in policies else next(iter(policies)))]
+    thresholds: dict[str, float] = {}
+    for rule in chosen.rules:
+        if rule.category is not None and rule.threshold is not None and rule.action is not Action.ALLOW:
+            thresholds[rule.category] = min(rule.threshold, thresholds.get(rule.category, 1.0))
+    return thresholds
+
+
 def evaluate(
     data: Annotated[Path | None, typer.Option("--data", help="Labeled JSONL (default: shipped test split)")] = None,
     heads_dir: HeadsDirOption = None,
-    target_precision: Annotated[float, typer.Option(help="Report the threshold reaching this precision")] = 0.9,
-    threshold: Annotated[float, typer.Option(help="Decision threshold for precision/recall/F1")] = 0.5,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables (for docs)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     policy_dir: PolicyDirOption = None,
     policy: PolicyOption = None,
 ) -> None:
-    """Per-category precision, recall, F1 and ROC-AUC of zero-shot and trained heads on labeled posts."""
+    """Recall at 1% and 2% FPR and ROC-AUC per category and mode, zero-shot beside trained heads,
+    and the policy's own thresholds applied to every post (harmful recall, benign FPR)."""
+    from dataclasses import asdict
+
     from moderator.evaldata import TEST_PATH, label_matrix
-    from moderator.model.evaluation import category_metrics, encode_examples, image_text_auc
+    from moderator.model.calibration import Calibration
+    from moderator.model.evaluation import category_metrics, encode_examples, post_level
     from moderator.model.loader import load_classifier
     from moderator.model.scoring import HeadStack
 
@@ -181,46 +265,54 @@ def evaluate(
     spec = _head_spec(settings, policy)
     data_path = data or TEST_PATH
     examples = _read_labeled(data_path)
-    classifier = load_classifier(settings.model_copy(update={"heads_dir": None}), spec)
+    classifier = load_classifier(settings, spec)
     status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
     encoded = encode_examples(classifier, examples)
     labels = label_matrix(examples, spec.names)
-    stacks = {"zero-shot": classifier.stack}
-    if settings.heads_dir is not None:
-        trained = HeadStack.load(
-            spec,
-            encoder=classifier.encoder_id,
-            default_calibration=classifier.default_calibration,
-            heads_dir=settings.heads_dir,
-        )
-        if not trained.heads:
-            status.print(f"[yellow]no heads for encoder {classifier.encoder_id} in {settings.heads_dir}[/yellow]")
-        label = "trained " + ",".join(f"{h.name}@{h.version}" for h in trained.heads) if trained.heads else "calibrated"
-        stacks[label] = trained
+    stacks = {"zero-shot": HeadStack(spec.names, Calibration(classifier.default_calibration))}
+    if classifier.stack.heads:
+        label = "trained " + ",".join(f"{h.name}@{h.version}" for h in classifier.stack.heads)
+        stacks[label] = classifier.stack
+    else:
+        status.print(f"[yellow]no trained heads for encoder {classifier.encoder_id}[/yellow]")
+    thresholds = _policy_thresholds(settings, policy)
+    report: dict[str, object] = {"data": data_path.name, "posts": len(examples), "model": classifier.info.name}
     for label, stack in stacks.items():
         scores = stack.scores(encoded)
-        metrics = category_metrics(spec.names, scores, labels, threshold=threshold, target_precision=target_precision)
-        aucs = [m.roc_auc for m in metrics if m.roc_auc is not None]
-        mean_auc = f"mean ROC-AUC {np.mean(aucs):.3f}" if aucs else ""
-        title = f"{label} ({classifier.info.name}, {len(examples)} posts, P/R/F1 at {threshold:g}) {mean_auc}"
-        _print_metrics(title, metrics, image_text_auc(spec.names, examples, scores), target_precision, markdown)
+        metrics = category_metrics(spec.names, examples, scores, labels)
+        overall = post_level(spec.names, examples, scores, thresholds)
+        report[label] = {"categories": [asdict(m) for m in metrics], "policy_thresholds": asdict(overall)}
+        if not as_json:
+            _print_report(f"{label} ({classifier.info.name}, {len(examples)} posts)", metrics, overall, markdown)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
 
 
-def _print_metrics(title: str, metrics: Sequence[CategoryMetrics], image_auc: Mapping[str, float | None],
-                   target_precision: float, markdown: bool) -> None:
-    """One table row per category, as a rich table or Markdown."""
-    columns = ["category", "pos", "neg", "ROC-AUC", "AUC image-text", "P", "R", "F1", f"thr@P{target_precision:g}",
-               "R@thr"]
+def _print_report(title: str, metrics: list[Any], overall: Any, markdown: bool) -> None:
+    """Per-category rows (recall at the reported FPRs, per mode) and the policy's post-level line."""
+    from moderator.evaldata import MODES
+    from moderator.model.evaluation import REPORTED_FPRS
+
+    pct = [f"{fpr:.0%}" for fpr in REPORTED_FPRS]
+    columns = ["category", "pos", "neg", "ROC-AUC", *(f"R@{p} FPR" for p in pct),
+               *(f"AUC {m}" for m in MODES), *(f"R@{pct[-1]} {m}" for m in MODES)]
     rows = [
-        [m.category, str(m.positives), str(m.negatives), _fmt(m.roc_auc), _fmt(image_auc[m.category]),
-         _fmt(m.precision, 2), _fmt(m.recall, 2), _fmt(m.f1, 2), _fmt(m.threshold_at_precision),
-         _fmt(m.recall_at_precision, 2)]
-        for m in metrics
+        [m.category, str(m.positives), str(m.negatives), _fmt(m.roc_auc),
+         *(_fmt(m.recall_at_fpr[fpr], 2) for fpr in REPORTED_FPRS),
+         *(_fmt(m.modes[mode].roc_auc) for mode in MODES),
+         *(_fmt(m.modes[mode].recall_at_fpr[REPORTED_FPRS[-1]], 2) for mode in MODES)]
+        for m in metrics if m.positives
     ]
+    aucs = [m.roc_auc for m in metrics if m.roc_auc is not None]
+    title = f"{title} mean ROC-AUC {np.mean(aucs):.3f}"
+    by_mode = ", ".join(f"{mode} {_fmt(r, 2)}" for mode, r in overall.recall_by_mode.items())
+    summary = (f"at the policy's thresholds: harmful recall {overall.recall:.3f} ({by_mode}), "
+               f"benign FPR {overall.false_positive_rate:.3f} ({overall.harmful} harmful, {overall.benign} benign)")
     if markdown:
         typer.echo(f"\n**{title}**\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
         for row in rows:
             typer.echo("| " + " | ".join(row) + " |")
+        typer.echo(f"\n{summary}")
         return
     table = Table(title=title)
     for column in columns:
@@ -228,6 +320,7 @@ def _print_metrics(title: str, metrics: Sequence[CategoryMetrics], image_auc: Ma
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    console.print(summary)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from moderator.model.base import ModelInfo
 from moderator.policy.engine import Reason
 from moderator.policy.schema import Action
+from moderator.policy.taxonomy import ProviderMapping
 
 
 class DecisionSource(StrEnum):
@@ -41,3 +42,6 @@ class Decision(BaseModel):
     trace_id: str | None = None
     latency_ms: float
     decided_at: datetime
+    taxonomy: dict[str, ProviderMapping] = Field(
+        default_factory=dict, description="For each category behind a reason, the OpenAI omni-moderation "
+        "categories and Llama Guard 3 hazards it maps to (the policy's maps_to).")

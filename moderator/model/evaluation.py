@@ -1,24 +1,29 @@
-"""Train heads on labeled posts and measure how well scores rank them.
+"""Train heads on labeled posts and measure how well scores separate harmful from benign ones.
 
 Used by ``moderator heads train`` and ``moderator heads eval``: the data set is encoded once by
-the classifier's frozen encoders, then every head stack is scored on the same features.
+the classifier's frozen encoders, then every head stack is scored on the same features. Quality is
+measured where a moderation system operates: recall at a low false-positive rate (1% and 2%), per
+category and per mode (harmful wording in the caption only, only inside the image, or both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from moderator.evaldata import LabeledPost, label_matrix, to_model_input
+from moderator.evaldata import MODES, LabeledPost, to_model_input
 from moderator.model.calibration import Calibration
 from moderator.model.heads import HeadKind, TaskHead, train_head
 from moderator.model.scoring import Encoded, HeadedClassifier
 
+REPORTED_FPRS = (0.01, 0.02)
+
 
 def encode_examples(classifier: HeadedClassifier, examples: Sequence[LabeledPost], batch_size: int = 32) -> Encoded:
-    """Encode labeled posts in batches and stack the results."""
+    """Encode labeled posts in fixed-order batches and stack the results (reproducible scores)."""
     parts = [
         classifier.encode([to_model_input(ex.post) for ex in examples[start : start + batch_size]])
         for start in range(0, len(examples), batch_size)
@@ -30,6 +35,24 @@ def encode_examples(classifier: HeadedClassifier, examples: Sequence[LabeledPost
     )
 
 
+def embedding_slots(classifier: HeadedClassifier) -> tuple[tuple[int, int], ...]:
+    """Column ranges of the two embeddings in the classifier's feature vector (for shared heads).
+
+    Both classifiers lay features out as ``[embedding A, embedding B, flags...]`` with equal widths:
+    caption and image-text embeddings (offline stack), image and text embeddings (dual encoder).
+    """
+    from moderator.model.dual_encoder import DualEncoderClassifier
+    from moderator.model.offline import OfflineStackClassifier
+
+    if isinstance(classifier, OfflineStackClassifier):
+        width = classifier.text.dim
+    elif isinstance(classifier, DualEncoderClassifier):
+        width = classifier.embed_dim
+    else:
+        raise TypeError(f"no known feature layout for {type(classifier).__name__}")
+    return ((0, width), (width, 2 * width))
+
+
 def fit_heads(
     classifier: HeadedClassifier,
     encoded: Encoded,
@@ -38,91 +61,148 @@ def fit_heads(
     name: str,
     kind: HeadKind,
     steps: int,
+    l2: float = 1e-2,
+    benign_weight: float = 1.0,
     seed: int = 0,
 ) -> tuple[TaskHead, Calibration]:
     """A trained head on the frozen features, and Platt-calibrated zero-shot heads, from one data set."""
     names = classifier.spec.names
+    slots = embedding_slots(classifier) if kind == "shared" else ()
     head = train_head(
-        encoded.features, labels, names, classifier.encoder_id, name=name, kind=kind, steps=steps, seed=seed
+        encoded.features, labels, names, classifier.encoder_id, name=name, kind=kind, steps=steps, l2=l2, seed=seed,
+        slots=slots, benign_weight=benign_weight,
     )
     calibration = Calibration(classifier.default_calibration).fit(names, encoded.zero_shot, labels)
     return head, calibration
 
 
+def threshold_at_fpr(negative_scores: np.ndarray, fpr: float) -> float:
+    """The lowest threshold at which at most ``fpr`` of the negatives score ``>=`` it.
+
+    With ``k = floor(fpr * n)`` negatives allowed, it sits just above the ``(k+1)``-th highest
+    negative score (ties count against it), so the rate holds on these negatives exactly.
+    """
+    if len(negative_scores) == 0:
+        return 0.0
+    ranked = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
+    allowed = int(np.floor(fpr * len(ranked) + 1e-9))
+    if allowed >= len(ranked):
+        return 0.0
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def recall_at(scores: np.ndarray, positive: np.ndarray, threshold: float) -> float | None:
+    """Share of positives scoring ``>= threshold`` (None without positives)."""
+    return float((scores[positive] >= threshold).mean()) if positive.any() else None
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if not positive.any() or not negative.any():
+        return None
+    keep = positive | negative
+    return float(roc_auc_score(positive[keep], scores[keep]))
+
+
+@dataclass(frozen=True)
+class ModeMetrics:
+    """One category's positives of one mode against all of its negatives."""
+
+    positives: int
+    roc_auc: float | None
+    recall_at_fpr: dict[float, float | None]
+
+
 @dataclass(frozen=True)
 class CategoryMetrics:
-    """Ranking and thresholded quality of one category's scores."""
+    """Ranking quality of one category's scores, and recall at thresholds set for a false-positive rate."""
 
     category: str
     positives: int
     negatives: int
     roc_auc: float | None
-    precision: float
-    recall: float
-    f1: float
-    threshold_at_precision: float | None
-    recall_at_precision: float | None
-
-
-def threshold_for_precision(scores: np.ndarray, labels: np.ndarray, target: float) -> tuple[float, float] | None:
-    """Lowest score threshold whose precision reaches ``target``, with its recall; None if none does."""
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    # precision/recall have one more entry than thresholds (the empty selection); skip it.
-    ok = np.flatnonzero(precision[:-1] >= target)
-    if len(ok) == 0:
-        return None
-    first = int(ok[0])
-    return float(thresholds[first]), float(recall[first])
+    thresholds: dict[float, float]
+    recall_at_fpr: dict[float, float | None]
+    modes: dict[str, ModeMetrics]
 
 
 def category_metrics(
-    names: Sequence[str], scores: np.ndarray, labels: np.ndarray, *, threshold: float, target_precision: float
+    names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray, labels: np.ndarray,
+    fprs: Sequence[float] = REPORTED_FPRS,
 ) -> list[CategoryMetrics]:
-    """Per-category precision, recall and F1 at ``threshold``, ROC-AUC, and the target-precision threshold."""
-    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
-
+    """Per category: ROC-AUC, and for each rate the threshold holding it on these negatives and the
+    recall there, overall and per mode. Categories without positives report ``None`` rankings."""
+    modes = np.array([ex.mode for ex in examples])
     results = []
     for j, name in enumerate(names):
-        known = ~np.isnan(labels[:, j])
-        y, s = labels[known, j].astype(int), scores[known, j]
-        positives, negatives = int(y.sum()), int(len(y) - y.sum())
-        both = positives > 0 and negatives > 0
-        p, r, f, _ = precision_recall_fscore_support(
-            y, (s >= threshold).astype(int), average="binary", zero_division=0.0
-        )
-        at_precision = threshold_for_precision(s, y, target_precision) if both else None
+        positive, negative = labels[:, j] == 1, labels[:, j] == 0
+        s = scores[:, j]
+        thresholds = {fpr: threshold_at_fpr(s[negative], fpr) for fpr in fprs}
         results.append(
             CategoryMetrics(
                 category=name,
-                positives=positives,
-                negatives=negatives,
-                roc_auc=float(roc_auc_score(y, s)) if both else None,
-                precision=float(p),
-                recall=float(r),
-                f1=float(f),
-                threshold_at_precision=at_precision[0] if at_precision else None,
-                recall_at_precision=at_precision[1] if at_precision else None,
+                positives=int(positive.sum()),
+                negatives=int(negative.sum()),
+                roc_auc=_auc(s, positive, negative),
+                thresholds=thresholds,
+                recall_at_fpr={fpr: recall_at(s, positive, t) for fpr, t in thresholds.items()},
+                modes={
+                    mode: ModeMetrics(
+                        positives=int((positive & (modes == mode)).sum()),
+                        roc_auc=_auc(s, positive & (modes == mode), negative),
+                        recall_at_fpr={fpr: recall_at(s, positive & (modes == mode), t)
+                                       for fpr, t in thresholds.items()},
+                    )
+                    for mode in MODES
+                },
             )
         )
     return results
 
 
-def image_text_auc(
-    names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray
-) -> dict[str, float | None]:
-    """ROC-AUC per category counting as positives only posts whose harmful text is inside the image."""
-    from sklearn.metrics import roc_auc_score
+@dataclass(frozen=True)
+class PostLevel:
+    """The policy's view: a post is flagged when any category reaches its threshold."""
 
-    labels = label_matrix(examples, names)
-    image_only = np.array([ex.kind == "image_text_only" for ex in examples])
-    result: dict[str, float | None] = {}
-    for j, name in enumerate(names):
-        positive = (labels[:, j] == 1) & image_only
-        negative = labels[:, j] == 0
-        keep = positive | negative
-        result[name] = (
-            float(roc_auc_score(positive[keep], scores[keep, j])) if positive.any() and negative.any() else None
-        )
-    return result
+    harmful: int
+    benign: int
+    recall: float
+    false_positive_rate: float
+    recall_by_mode: dict[str, float | None]
+
+
+def post_level(
+    names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray, thresholds: Mapping[str, float]
+) -> PostLevel:
+    """Harmful posts flagged (any category at or above its threshold) and benign posts flagged."""
+    columns = [j for j, name in enumerate(names) if name in thresholds]
+    limits = np.array([thresholds[names[j]] for j in columns])
+    flagged = (scores[:, columns] >= limits).any(axis=1)
+    harmful = np.array([ex.harmful for ex in examples])
+    modes = np.array([ex.mode for ex in examples])
+    return PostLevel(
+        harmful=int(harmful.sum()),
+        benign=int((~harmful).sum()),
+        recall=float(flagged[harmful].mean()) if harmful.any() else 0.0,
+        false_positive_rate=float(flagged[~harmful].mean()) if (~harmful).any() else 0.0,
+        recall_by_mode={mode: recall_at(flagged.astype(float), harmful & (modes == mode), 0.5) for mode in MODES},
+    )
+
+
+def choose_thresholds(
+    names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray, fpr: float, *, floor: float = 0.05
+) -> dict[str, float]:
+    """Per-category thresholds for a post-level false-positive rate on labeled (dev) posts.
+
+    Each category gets the lowest threshold (rounded up to 3 decimals, at least ``floor``) that
+    flags at most ``fpr / c`` of the benign posts, ``c`` being the number of categories with
+    positives, so that all categories together flag at most ``fpr`` of them. Categories without
+    positives are left out: their threshold is a policy decision, not the data's.
+    """
+    benign = np.array([not ex.harmful for ex in examples])
+    scored = [j for j in range(len(names)) if any(ex.labels.get(names[j]) == 1 for ex in examples)]
+    share = fpr / max(1, len(scored))
+    return {
+        names[j]: max(floor, math.ceil(threshold_at_fpr(scores[benign, j], share) * 1000) / 1000) for j in scored
+    }

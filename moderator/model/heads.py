@@ -4,6 +4,13 @@ One output per category. A head is stored as ``<name>.safetensors`` (weights, pl
 standardisation) next to ``<name>.json`` (categories, encoder, kind, version, metrics). The
 version is a digest of both, so retraining or editing a head changes the model version and with
 it the score cache key.
+
+Kinds: ``linear`` and ``mlp`` read the whole feature vector. ``shared`` reads only the embedding
+slots (caption and image text for the offline stack; text and image for a dual encoder), applies
+one linear layer to each slot present and keeps the larger logit per category. The same words thus
+score the same whether they are the caption or rendered inside the image, and a neutral caption
+("lol") over a harmful image cannot dilute the image's score; on held-out phrasings it generalises
+better than a head with separate weights per slot.
 """
 
 from __future__ import annotations
@@ -23,11 +30,17 @@ from safetensors.torch import load_file, save_file
 
 log = logging.getLogger(__name__)
 
-HeadKind = Literal["linear", "mlp"]
+# Heads trained on the shipped labeled set for the packaged offline stack; used when no heads
+# directory is configured (``MODERATOR_HEADS_DIR``).
+PACKAGED_HEADS_DIR = Path(__file__).resolve().parent / "packaged_heads"
+HeadKind = Literal["linear", "mlp", "shared"]
+HEAD_KINDS: tuple[HeadKind, ...] = ("linear", "mlp", "shared")
+# Logit of an absent slot in a shared head: it never wins the max unless every slot is absent.
+_ABSENT_LOGIT = -30.0
 
 
 def _build_net(kind: HeadKind, in_dim: int, out_dim: int, hidden: int) -> torch.nn.Module:
-    if kind == "linear":
+    if kind in ("linear", "shared"):
         return torch.nn.Sequential(torch.nn.Linear(in_dim, out_dim))
     return torch.nn.Sequential(torch.nn.Linear(in_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, out_dim))
 
@@ -46,10 +59,14 @@ class TaskHead:
     hidden: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     trained_at: str = ""
+    # Shared heads: the ``[start, stop)`` column ranges of the embedding slots, and the width of
+    # the whole feature vector they are cut from.
+    slots: tuple[tuple[int, int], ...] = ()
+    input_dim: int = 0
 
     @property
     def feature_dim(self) -> int:
-        return int(self.mean.shape[0])
+        return self.input_dim or int(self.mean.shape[0])
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in self.net.state_dict().items()}
@@ -65,7 +82,7 @@ class TaskHead:
             "categories": list(self.categories),
             "encoder": self.encoder,
             "feature_dim": self.feature_dim,
-        }
+        } | ({"slots": [list(slot) for slot in self.slots]} if self.slots else {})
 
     @property
     def version(self) -> str:
@@ -81,8 +98,13 @@ class TaskHead:
         """``(n, feature_dim)`` features -> ``(n, len(categories))`` probabilities."""
         if features.shape[1] != self.feature_dim:
             raise ValueError(f"head {self.name!r} expects {self.feature_dim} features, got {features.shape[1]}")
-        x = (torch.from_numpy(features).float() - self.mean) / self.std
-        return torch.sigmoid(self.net.eval()(x)).numpy()
+        return torch.sigmoid(self.logits(torch.from_numpy(features).float())).numpy()
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``(n, feature_dim)`` -> ``(n, len(categories))`` logits (differentiable, for training)."""
+        if not self.slots:
+            return self.net((features - self.mean) / self.std)
+        return _shared_logits(self.net, features, self.slots, self.mean, self.std)
 
     def save(self, directory: Path) -> Path:
         """Write ``<name>.safetensors`` and ``<name>.json`` into ``directory``; returns the JSON path."""
@@ -102,7 +124,9 @@ class TaskHead:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
         tensors = load_file(json_path.with_suffix(".safetensors"))
         categories = tuple(meta["categories"])
-        net = _build_net(meta["kind"], int(meta["feature_dim"]), len(categories), int(meta.get("hidden", 0)))
+        slots = tuple((int(a), int(b)) for a, b in meta.get("slots", ()))
+        in_dim = slots[0][1] - slots[0][0] if slots else int(meta["feature_dim"])
+        net = _build_net(meta["kind"], in_dim, len(categories), int(meta.get("hidden", 0)))
         net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")})
         head = cls(
             name=meta["name"],
@@ -115,10 +139,35 @@ class TaskHead:
             hidden=int(meta.get("hidden", 0)),
             metrics=meta.get("metrics", {}),
             trained_at=meta.get("trained_at", ""),
+            slots=slots,
+            input_dim=int(meta["feature_dim"]) if slots else 0,
         )
         if meta.get("version") and meta["version"] != head.version:
             raise ValueError(f"{json_path}: weights do not match version {meta['version']} (got {head.version})")
         return head
+
+
+def _shared_logits(net: torch.nn.Module, features: torch.Tensor, slots: Sequence[tuple[int, int]],
+                   mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The larger logit over the embedding slots a post has (an all-zero slot is absent)."""
+    per_slot = []
+    for start, stop in slots:
+        x = features[:, start:stop]
+        present = x.abs().sum(dim=1, keepdim=True) > 0
+        per_slot.append(torch.where(present, net((x - mean) / std), torch.full_like(x[:, :1], _ABSENT_LOGIT)))
+    return torch.stack(per_slot).amax(dim=0)
+
+
+def _standardisation(x: torch.Tensor, slots: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and scale of the head's input: of each feature, or over every present slot of every post."""
+    if slots:
+        rows = torch.cat([x[:, a:b] for a, b in slots])
+        rows = rows[rows.abs().sum(dim=1) > 0]
+        mean, std = rows.mean(dim=0), rows.std(dim=0)
+    else:
+        mean, std = x.mean(dim=0), x.std(dim=0)
+    # A feature constant in training (e.g. no post had an image) carries no signal: leave it unscaled.
+    return mean, torch.where(std < 1e-6, torch.ones_like(std), std)
 
 
 def train_head(
@@ -133,13 +182,22 @@ def train_head(
     steps: int = 200,
     l2: float = 1e-2,
     seed: int = 0,
+    slots: Sequence[tuple[int, int]] = (),
+    benign_weight: float = 1.0,
 ) -> TaskHead:
     """Fit a head with class-balanced binary cross-entropy.
 
     ``labels`` is ``(n, len(categories))`` with 0/1 and NaN where a post carries no label for a
     category. Categories without both classes are dropped: a head cannot learn them, and the
-    zero-shot head keeps scoring them.
+    zero-shot head keeps scoring them. A ``shared`` head needs ``slots``: the equal-width column
+    ranges of the embeddings it reads. ``benign_weight`` weighs posts labeled 0 everywhere against
+    the other negatives (harmful posts of other categories): false positives that matter to a
+    policy are benign posts flagged, so hard benign look-alikes deserve more of the loss.
     """
+    if (kind == "shared") != bool(slots):
+        raise ValueError("a shared head needs embedding slots, and only a shared head takes them")
+    if len({stop - start for start, stop in slots}) > 1:
+        raise ValueError(f"embedding slots must have one width, got {list(slots)}")
     keep = [j for j in range(len(categories)) if len(set(labels[~np.isnan(labels[:, j]), j].tolist())) == 2]
     if not keep:
         raise ValueError("no category has both positive and negative labels")
@@ -151,16 +209,27 @@ def train_head(
     y_raw = torch.from_numpy(labels[:, keep]).float()
     known = ~torch.isnan(y_raw)
     y = torch.nan_to_num(y_raw)
-    mean = x.mean(dim=0)
-    std = x.std(dim=0)
-    # A feature constant in training (e.g. no post had an image) carries no signal: leave it unscaled.
-    std = torch.where(std < 1e-6, torch.ones_like(std), std)
-    xs = (x - mean) / std
+    mean, std = _standardisation(x, slots)
     # Harmful posts are the minority: weight each class to half of each category's loss.
+    benign = ((y * known).sum(dim=1, keepdim=True) == 0).float()
+    emphasis = (1 + (benign_weight - 1) * benign) * known * (1 - y)
     positives = (y * known).sum(dim=0)
-    negatives = ((1 - y) * known).sum(dim=0)
-    weight = torch.where(y > 0.5, 0.5 / positives.clamp(min=1), 0.5 / negatives.clamp(min=1)) * known
-    net = _build_net(kind, x.shape[1], len(keep), hidden)
+    weight = torch.where(y > 0.5, 0.5 / positives.clamp(min=1), 0.5 * emphasis / emphasis.sum(dim=0).clamp(min=1e-6))
+    weight = weight * known
+    net = _build_net(kind, int(mean.shape[0]), len(keep), hidden)
+    head = TaskHead(
+        name=name,
+        kind=kind,
+        categories=tuple(categories[j] for j in keep),
+        encoder=encoder,
+        net=net,
+        mean=mean,
+        std=std,
+        hidden=hidden if kind == "mlp" else 0,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        slots=tuple(slots),
+        input_dim=x.shape[1] if slots else 0,
+    )
     weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
     # Full-batch L-BFGS: the data sets are small, and it converges to the same optimum every run.
     optimiser = torch.optim.LBFGS(
@@ -169,34 +238,27 @@ def train_head(
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(net(xs), y, reduction="none")
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(head.logits(x), y, reduction="none")
         loss = (bce * weight).sum() / len(keep) + l2 * torch.stack([(w**2).sum() for w in weights]).sum()
         loss.backward()
         return loss
 
     optimiser.step(closure)
-    return TaskHead(
-        name=name,
-        kind=kind,
-        categories=tuple(categories[j] for j in keep),
-        encoder=encoder,
-        net=net.eval(),
-        mean=mean,
-        std=std,
-        hidden=hidden if kind == "mlp" else 0,
-        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
+    head.net.eval()
+    return head
 
 
-def load_heads(directory: Path, encoder: str) -> list[TaskHead]:
-    """Every head in ``directory`` trained on ``encoder``'s features; others are skipped with a log line."""
+def load_heads(directory: Path, encoder: str, *, quiet: bool = False) -> list[TaskHead]:
+    """Every head in ``directory`` trained on ``encoder``'s features; others are skipped with a log
+    line (a warning, or with ``quiet`` a debug line: shipped heads never fit every encoder)."""
     heads: list[TaskHead] = []
     for json_path in sorted(directory.glob("*.json")):
         if not json_path.with_suffix(".safetensors").is_file():
             continue
         head = TaskHead.load(json_path)
         if head.encoder != encoder:
-            log.warning("skipping head %s: trained for encoder %s, active is %s", json_path, head.encoder, encoder)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "skipping head %s: trained for encoder %s, active is %s",
+                    json_path, head.encoder, encoder)
             continue
         heads.append(head)
     return heads

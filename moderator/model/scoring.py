@@ -17,7 +17,7 @@ import numpy as np
 
 from moderator.model.base import Classifier, HeadSpec, ModelInput
 from moderator.model.calibration import CALIBRATION_FILE, Calibration
-from moderator.model.heads import TaskHead, load_heads
+from moderator.model.heads import PACKAGED_HEADS_DIR, TaskHead, load_heads
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,15 @@ class HeadStack:
     def load(
         cls, spec: HeadSpec, *, encoder: str, default_calibration: tuple[float, float], heads_dir: Path | None
     ) -> HeadStack:
-        """Zero-shot calibration and trained heads from ``heads_dir`` (when set) for ``encoder``."""
+        """Zero-shot calibration and trained heads for ``encoder`` from ``heads_dir``, or when it is
+        None from the heads shipped in the package (those trained for another encoder are skipped)."""
         required = {c.name: c.head for c in spec.categories if c.head}
-        if heads_dir is None:
-            return cls(spec.names, Calibration(default_calibration), required_heads=required)
+        directory = heads_dir if heads_dir is not None else PACKAGED_HEADS_DIR
         calibration = Calibration.load_matching(
-            heads_dir / CALIBRATION_FILE, encoder=encoder, fingerprint=spec.fingerprint(), default=default_calibration
+            directory / CALIBRATION_FILE, encoder=encoder, fingerprint=spec.fingerprint(), default=default_calibration
         )
-        return cls(spec.names, calibration, load_heads(heads_dir, encoder), required_heads=required)
+        heads = load_heads(directory, encoder, quiet=heads_dir is None)
+        return cls(spec.names, calibration, heads, required_heads=required)
 
     def trained_categories(self) -> list[str]:
         """Categories scored by a trained head rather than zero-shot."""

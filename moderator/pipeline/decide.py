@@ -16,7 +16,7 @@ from moderator.ingest.validate import ValidPost
 from moderator.model.base import ModelInfo
 from moderator.pipeline.banks import BankResult
 from moderator.pipeline.escalation import EscalationTier
-from moderator.policy.engine import PolicyVerdict, evaluate
+from moderator.policy.engine import PolicyVerdict, ReasonKind, evaluate
 from moderator.policy.schema import Policy
 from moderator.telemetry import tracing
 from moderator.telemetry.instrument import Telemetry
@@ -55,5 +55,7 @@ class Decide:
             policy=PolicyRef(name=policy.name, version=policy.version), model=model, source=source,
             trace_id=tracing.trace_id_of(get_current_span()),
             latency_ms=round((time.monotonic() - started) * 1000, 2), decided_at=datetime.now(UTC),
+            taxonomy={r.name: policy.provider_mappings[r.name] for r in verdict.reasons
+                      if r.kind is ReasonKind.SCORE and r.name in policy.provider_mappings},
         )
         return Decided(post, policy, verdict, bank.matches, decision)

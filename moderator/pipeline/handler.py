@@ -4,7 +4,8 @@
 
 ``PostHandler(record)`` is what the Kafka runner calls for each record; it never calls back into
 the runner. ``PostHandler.moderate(raw)`` runs validate → ... → decide without publishing anything,
-for callers outside Kafka (an HTTP API, ``moderator policy test``).
+for callers outside Kafka (the HTTP API, ``moderator policy test``); ``deliver`` publishes what it
+decided when the API is asked to.
 """
 
 from __future__ import annotations
@@ -103,15 +104,19 @@ class PostHandler:
                 log.exception("unexpected error on %s:%s:%s", record.topic, record.partition, record.offset)
                 await self.publish.dead_letter(record, IngestError(DeadLetterReason.INTERNAL_ERROR, repr(exc)))
                 return
-            decision = decided.decision
-            await self.publish(decision, record)
-            await self.observe(decided)
-            get_current_span().set_attributes({
-                "moderator.post_id": decision.post_id, "moderator.action": decision.action.value,
-                "moderator.decision.source": decision.source.value,
-                "moderator.cache.hit": decision.source is DecisionSource.CACHE,
-            })
-            await self.review(decided.post, decision)
+            await self.deliver(decided, record)
+
+    async def deliver(self, decided: Decided, record: ConsumerRecord | None = None) -> None:
+        """publish → observe → review hand-off, for a consumed ``record`` or a post from the HTTP API (None)."""
+        decision = decided.decision
+        await self.publish(decision, record)
+        await self.observe(decided)
+        get_current_span().set_attributes({
+            "moderator.post_id": decision.post_id, "moderator.action": decision.action.value,
+            "moderator.decision.source": decision.source.value,
+            "moderator.cache.hit": decision.source is DecisionSource.CACHE,
+        })
+        await self.review(decided.post, decision)
 
     async def moderate(self, raw: bytes | None, policy: Policy | None = None, scores: Scores | None = None) -> Decided:
         """validate → bank check → score source → prepare → infer → decide, publishing nothing.

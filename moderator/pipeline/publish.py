@@ -27,14 +27,16 @@ class Publish:
         """Use ``publisher`` (the service's producer) from now on."""
         self.publisher = publisher
 
-    async def __call__(self, decision: Decision, record: ConsumerRecord) -> None:
-        """Publish the decision with a ``traceparent`` naming the publish span."""
+    async def __call__(self, decision: Decision, record: ConsumerRecord | None) -> None:
+        """Publish the decision with a ``traceparent`` naming the publish span (``record``: the consumed
+        post, for its end-to-end latency; None for a post from the HTTP API)."""
         assert self.publisher is not None
         with self.telemetry.stage("publish", span=f"publish {self.topic}", kind=SpanKind.PRODUCER,
                                   attributes=tracing.publish_attributes(self.topic, decision.post_id)) as span:
             await self.publisher.decision(decision, tracing.traceparent_of(span))
         self.telemetry.metrics.decided(decision.action.value, decision.source.value,
-                                       [(r.category, r.action.value) for r in decision.reasons], record.timestamp)
+                                       [(r.category, r.action.value) for r in decision.reasons],
+                                       record.timestamp if record is not None else 0)
 
     async def dead_letter(self, record: ConsumerRecord, error: IngestError) -> None:
         """Publish the record with its reason to the dead-letter topic."""

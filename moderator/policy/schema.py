@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from moderator.banks.schema import BANK_NAME
 from moderator.model.base import CategorySpec, HeadSpec
+from moderator.policy.taxonomy import ProviderMapping
 
 Loc = tuple[int | str, ...]
 MetadataValue = str | int | float | bool
@@ -47,6 +48,10 @@ class PolicyProblems(ValueError):
         self.problems = problems
 
 
+# The highest block threshold an ``always_block`` category may have.
+ALWAYS_BLOCK_MAX_THRESHOLD = 0.5
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -59,6 +64,12 @@ class Category(_Strict):
     prompts: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     head: str | None = Field(None, description="The trained head that must score this category (else any head "
                                                "trained on it, else zero-shot).")
+    maps_to: ProviderMapping = Field(default_factory=ProviderMapping, description="The OpenAI omni-moderation "
+                                     "categories and Llama Guard 3 hazards this category corresponds to.")
+    always_block: bool = Field(False, description="No policy may let it through: every live policy needs a block "
+                               f"rule on its score with a threshold <= {ALWAYS_BLOCK_MAX_THRESHOLD}.")
+    threshold_fpr: float | None = Field(None, ge=0.0, le=1.0, description="The false-positive rate on labeled dev "
+                                        "data the rules' thresholds for this category were chosen for.")
 
     @model_validator(mode="after")
     def _scored_somehow(self) -> Category:
@@ -308,7 +319,32 @@ class Policy(_Strict):
                     known_list = ", ".join(sorted(known))
                     message = f"rule {rule.name!r} uses unknown category {cond.score!r} (known: {known_list})"
                     found.append((where, message))
+        return found + self._always_block_problems(categories)
+
+    def _always_block_problems(self, categories: list[Category]) -> list[tuple[Loc, str]]:
+        """A live policy must block every ``always_block`` category at a low threshold, and no
+        escalation may lower that block to allow."""
+        if self.shadow_of is not None:
+            return []
+        found: list[tuple[Loc, str]] = []
+        for category in (c for c in categories if c.always_block):
+            blocking = [r for r in self.rules if r.category == category.name and r.action is Action.BLOCK
+                        and r.threshold is not None and r.threshold <= ALWAYS_BLOCK_MAX_THRESHOLD]
+            if not blocking:
+                found.append((("rules",), f"category {category.name!r} is always_block: add a rule "
+                              f"{{category: {category.name}, threshold: <= {ALWAYS_BLOCK_MAX_THRESHOLD}, "
+                              "action: block}"))
+            escalation = self.escalation
+            if escalation is not None and escalation.on_safe == "allow" and (
+                    escalation.categories is None or category.name in escalation.categories):
+                found.append((("escalation", "on_safe"), f"category {category.name!r} is always_block: an "
+                              "escalation may not allow it; list other categories or use on_safe: keep"))
         return found
+
+    @functools.cached_property
+    def provider_mappings(self) -> dict[str, ProviderMapping]:
+        """Each category's OpenAI / Llama Guard mapping, by category name (computed once)."""
+        return {c.name: c.maps_to for c in self.categories}
 
     @functools.cached_property
     def bank_limits(self) -> dict[str, int]:

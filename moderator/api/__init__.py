@@ -1,0 +1,1 @@
+"""The synchronous HTTP moderation API (OpenAI-compatible /v1/moderations and /v1/decide)."""
