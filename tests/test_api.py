@@ -20,9 +20,11 @@ import orjson
 import pytest
 from fastapi import FastAPI, Response
 from pydantic import SecretStr
+from typer.testing import CliRunner, Result
 
 from moderator.api.keys import api_key_store, issue_api_key
 from moderator.api.taxonomy import OMNI_CATEGORIES, omni_names
+from moderator.cli import build_app
 from moderator.client import post_record, produce
 from moderator.model.base import ModelInput
 from moderator.model.loader import load_classifier
@@ -382,17 +384,13 @@ async def test_serve_starts_the_api_when_its_port_is_set(api_settings: Settings)
     assert "HTTPBearer" in docs.json()["components"]["securitySchemes"]
 
 
-def test_the_cli_creates_a_key_once_lists_and_revokes_it(servers: Servers, tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
+def test_the_cli_creates_a_key_once_lists_and_revokes_it(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODERATOR_REDIS_URL", servers.redis_url)
+    monkeypatch.setenv("MODERATOR_API_KEY_SECRET", SECRET.get_secret_value())
+    runner = CliRunner()
 
-    env = {**os.environ, "MODERATOR_REDIS_URL": servers.redis_url, "HOME": str(tmp_path),
-           "MODERATOR_API_KEY_SECRET": SECRET.get_secret_value()}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "moderator", "api-key", *args], capture_output=True, text=True,
-                              env=env, timeout=120, check=False, cwd=Path(__file__).resolve().parents[1])
+    def cli(*args: str) -> Result:
+        return runner.invoke(build_app(), ["api-key", *args])
 
     created = cli("create", "cli-app", "--label", "from the test")
     key = created.stdout.strip()
@@ -400,6 +398,6 @@ def test_the_cli_creates_a_key_once_lists_and_revokes_it(servers: Servers, tmp_p
     (line,) = [row for row in listed.stdout.splitlines() if "cli-app" in row]
     key_id = line.split()[0]
     revoked, again = cli("revoke", key_id), cli("revoke", key_id)
-    assert created.returncode == 0 and len(key) >= 40 and key not in listed.stdout
-    assert "from the test" in line and revoked.returncode == 0 and again.returncode == 1
+    assert created.exit_code == 0 and len(key) >= 40 and key not in listed.stdout
+    assert "from the test" in line and revoked.exit_code == 0 and again.exit_code == 1
     assert "cli-app" not in cli("list").stdout
