@@ -227,6 +227,10 @@ def test_recall_at_fpr_per_mode_and_post_level_thresholds() -> None:
     overall = post_level(names, examples, scores, thresholds)
     assert overall.false_positive_rate <= 0.02 and overall.harmful == 30 and overall.benign == 100
     assert overall.recall_by_mode["caption"] == 1.0 and overall.recall_by_mode["both"] is None
+    margined = choose_thresholds(names, examples, scores, fpr=0.02, margin=1.0)
+    for name, base in thresholds.items():
+        logit = np.log(base / (1 - base)) + 1.0
+        assert margined[name] == pytest.approx(1 / (1 + np.exp(-logit)), abs=2e-3) and margined[name] > base
 
 
 class _CountingEncoder:

@@ -223,18 +223,24 @@ def post_level(
 
 
 def choose_thresholds(
-    names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray, fpr: float, *, floor: float = 0.05
+    names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray, fpr: float, *, floor: float = 0.05,
+    margin: float = 0.0,
 ) -> dict[str, float]:
     """Per-category thresholds for a post-level false-positive rate on labeled (dev) posts.
 
     Each category gets the lowest threshold (rounded up to 3 decimals, at least ``floor``) that
     flags at most ``fpr / c`` of the benign posts, ``c`` being the number of categories with
-    positives, so that all categories together flag at most ``fpr`` of them. Categories without
-    positives are left out: their threshold is a policy decision, not the data's.
+    positives, so that all categories together flag at most ``fpr`` of them, then moved up by
+    ``margin`` in logit space: benign phrasings never seen score above every benign dev post far
+    more often than ``fpr`` (on dev halves, 0.2 without a margin). Categories without positives
+    are left out: their threshold is a policy decision, not the data's.
     """
     benign = np.array([not ex.harmful for ex in examples])
     scored = [j for j in range(len(names)) if any(ex.labels.get(names[j]) == 1 for ex in examples)]
     share = fpr / max(1, len(scored))
-    return {
-        names[j]: max(floor, math.ceil(threshold_at_fpr(scores[benign, j], share) * 1000) / 1000) for j in scored
-    }
+    thresholds = {}
+    for j in scored:
+        base = min(max(threshold_at_fpr(scores[benign, j], share), 1e-6), 1 - 1e-6)
+        moved = 1 / (1 + math.exp(-(math.log(base / (1 - base)) + margin)))
+        thresholds[names[j]] = min(0.999, max(floor, math.ceil(moved * 1000) / 1000))
+    return thresholds
