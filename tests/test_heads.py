@@ -12,8 +12,15 @@ from sklearn.metrics import roc_auc_score
 
 from moderator.evaldata import LabeledPost, label_matrix
 from moderator.ingest.schema import Post
+from moderator.model.base import CategorySpec, HeadSpec
 from moderator.model.calibration import CALIBRATION_FILE, Calibration
-from moderator.model.evaluation import category_metrics, choose_thresholds, post_level, threshold_at_fpr
+from moderator.model.evaluation import (
+    category_metrics,
+    choose_thresholds,
+    encode_examples,
+    post_level,
+    threshold_at_fpr,
+)
 from moderator.model.heads import TaskHead, load_heads, train_head
 from moderator.model.scoring import Encoded, HeadStack
 
@@ -220,3 +227,37 @@ def test_recall_at_fpr_per_mode_and_post_level_thresholds() -> None:
     overall = post_level(names, examples, scores, thresholds)
     assert overall.false_positive_rate <= 0.02 and overall.harmful == 30 and overall.benign == 100
     assert overall.recall_by_mode["caption"] == 1.0 and overall.recall_by_mode["both"] is None
+    margined = choose_thresholds(names, examples, scores, fpr=0.02, margin=1.0)
+    for name, base in thresholds.items():
+        logit = np.log(base / (1 - base)) + 1.0
+        assert margined[name] == pytest.approx(1 / (1 + np.exp(-logit)), abs=2e-3) and margined[name] > base
+
+
+class _CountingEncoder:
+    """Encodes a post's text length; counts the posts it was asked to encode."""
+
+    def __init__(self, encoder_id: str) -> None:
+        self.encoder_id = encoder_id
+        self.spec = HeadSpec((CategorySpec("scam", ("free money",)),), ("a photo",))
+        self.encoded = 0
+
+    def encode(self, items: list) -> Encoded:
+        self.encoded += len(items)
+        lengths = np.array([[len(item.text or "")] for item in items], dtype=np.float32)
+        return Encoded(features=lengths, zero_shot=lengths, floor=np.zeros_like(lengths))
+
+
+def test_encoded_sets_are_cached_by_encoder_prompts_and_content(tmp_path: Path) -> None:
+    posts = [LabeledPost(Post(post_id=f"p{i}", user_id="u", text="x" * (i + 1)), {"scam": 0}) for i in range(3)]
+    classifier = _CountingEncoder("enc@1")
+    first = encode_examples(classifier, posts, batch_size=2, cache_dir=tmp_path)  # type: ignore[arg-type]
+    again = encode_examples(classifier, posts, cache_dir=tmp_path)  # type: ignore[arg-type]
+    assert classifier.encoded == 3 and np.array_equal(first.features, again.features)
+    assert first.features[:, 0].tolist() == [1, 2, 3]
+    edited = [*posts[:2], LabeledPost(Post(post_id="p2", user_id="u", text="changed"), {"scam": 0})]
+    assert encode_examples(classifier, edited, cache_dir=tmp_path).features[2, 0] == 7  # type: ignore[arg-type]
+    other = _CountingEncoder("enc@2")
+    encode_examples(other, posts, cache_dir=tmp_path)  # type: ignore[arg-type]
+    assert (classifier.encoded, other.encoded) == (6, 3), "an edit or another encoder must re-encode"
+    encode_examples(classifier, posts, cache_dir=None)  # type: ignore[arg-type]
+    assert classifier.encoded == 9

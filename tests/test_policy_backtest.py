@@ -27,24 +27,24 @@ from tests.conftest import ROOT, Servers
 DEFAULT_FILE = ROOT / "policies" / "default.yaml"
 CALM = dict.fromkeys(CATEGORIES, 0.0)
 
-# (post, scores, the action the shipped default gives: scam-review 0.781, scam-block 0.98, sexual-review 0.695)
+# (post, scores, the action the shipped default gives: scam-review 0.948, scam-block 0.98, sexual-review 0.916)
 RECORDED = [
     ("s10", {"scam": 0.10}, "allow"),
     ("s50", {"scam": 0.50}, "allow"),
-    ("s80", {"scam": 0.80}, "review"),
-    ("s86", {"scam": 0.86}, "review"),
-    ("s90", {"scam": 0.90}, "review"),
+    ("s80", {"scam": 0.80}, "allow"),
+    ("s86", {"scam": 0.86}, "allow"),
+    ("s95", {"scam": 0.95}, "review"),
     ("s97", {"scam": 0.97}, "review"),
     ("s98", {"scam": 0.98}, "block"),
     ("s99", {"scam": 0.99}, "block"),
-    ("x75-s88", {"sexual": 0.75, "scam": 0.88}, "review"),
-    ("x72", {"sexual": 0.72}, "review"),
+    ("x92-s96", {"sexual": 0.92, "scam": 0.96}, "review"),
+    ("x93", {"sexual": 0.93}, "review"),
 ]
-# The candidate blocks scam from 0.85 (was 0.98) and reviews sexual from 0.8 (was 0.695). By hand:
-#   s86, s90, s97, x75-s88: review -> block, counted under scam (the stricter rule that now fires);
-#   x72: review -> allow, counted under sexual (the rule that no longer fires); nothing else moves.
+# The candidate blocks scam from 0.85 (was 0.98) and reviews sexual from 0.95 (was 0.916). By hand:
+#   s86: allow -> block; s95, s97, x92-s96: review -> block, counted under scam (the stricter rule
+#   that now fires); x93: review -> allow, counted under sexual (the rule that no longer fires).
 EXPECTED_CHANGED = 5
-EXPECTED_TRANSITIONS = {"review->block": 4, "review->allow": 1}
+EXPECTED_TRANSITIONS = {"allow->block": 1, "review->block": 3, "review->allow": 1}
 EXPECTED_BY_CATEGORY = {"scam": 4, "sexual": 1}
 
 
@@ -53,8 +53,8 @@ def candidate_file(tmp_path: Path) -> Path:
     text = text.replace('version: "2"', 'version: "3"')
     text = text.replace("{name: scam-block, category: scam, threshold: 0.98,", "{name: scam-block, category: scam, "
                                                                              "threshold: 0.85,")
-    text = text.replace("{name: sexual-review, category: sexual, threshold: 0.695,", "{name: sexual-review, "
-                                                                                    "category: sexual, threshold: 0.8,")
+    text = text.replace("{name: sexual-review, category: sexual, threshold: 0.916,", "{name: sexual-review, "
+                                                                                    "category: sexual, threshold: 0.95,")
     path = tmp_path / "default.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -100,11 +100,11 @@ def test_backtest_reports_the_hand_computed_changes_of_a_stricter_threshold(serv
     assert report["transitions"] == EXPECTED_TRANSITIONS
     assert report["by_category"] == EXPECTED_BY_CATEGORY
     scam_examples = {e["post_id"]: e for e in report["examples"]["scam"]}
-    assert set(scam_examples) <= {"s86", "s90", "s97", "x75-s88"} and len(scam_examples) == 3
+    assert set(scam_examples) <= {"s86", "s95", "s97", "x92-s96"} and len(scam_examples) == 3
     assert all(e["rule_after"] == "scam-block" for e in scam_examples.values())
     [sexual] = report["examples"]["sexual"]
     assert (sexual["post_id"], sexual["before"], sexual["after"], sexual["rule_before"]) == (
-        "x72", "review", "allow", "sexual-review")
+        "x93", "review", "allow", "sexual-review")
 
     human = runner.invoke(app, ["policy", "backtest", str(candidate), "--since", "1h", "--group", group], env=env)
     assert human.exit_code == 0 and f"{EXPECTED_CHANGED} actions would change" in human.output
@@ -140,7 +140,8 @@ def test_policy_test_prints_each_posts_action_and_rule(tmp_path: Path, tiny_clip
     posts = [
         {"post_id": "scammy", "user_id": "u", "text": "send money", "scores": {**CALM, "scam": 0.99},
          "expect": "block"},
-        {"post_id": "borderline", "user_id": "u", "text": "hm", "scores": {**CALM, "sexual": 0.7}, "expect": "review"},
+        {"post_id": "borderline", "user_id": "u", "text": "hm", "scores": {**CALM, "sexual": 0.93},
+         "expect": "review"},
         {"post_id": "scored-by-model", "user_id": "u", "text": "a sunset",
          "image": {"data_b64": b64(render_image("sunset", 1))}},
         {"post_id": "broken", "user_id": "u", "image": {"data_b64": "%%%"}},
@@ -160,6 +161,6 @@ def test_policy_test_prints_each_posts_action_and_rule(tmp_path: Path, tiny_clip
     assert model_row["source"] == "model" and set(model_row["scores"]) == set(CALM)
     assert (rows["broken"]["action"], rows["broken"]["rule"]) == ("dead-letter", "image_decode")
 
-    # Under the candidate (sexual reviewed from 0.8), "borderline" is allowed: not what the sample expects.
+    # Under the candidate (sexual reviewed from 0.95), "borderline" is allowed: not what the sample expects.
     mismatch = runner.invoke(app, ["policy", "test", str(candidate_file(tmp_path)), "--posts", str(sample)], env=env)
     assert mismatch.exit_code == 1 and "borderline (allow, expected review)" in mismatch.output

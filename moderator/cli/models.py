@@ -130,6 +130,10 @@ def train(
         float, typer.Option("--benign-weight", help="Weight of benign posts against other negatives")
     ] = 10.0,
     fpr: Annotated[float, typer.Option("--fpr", help="Post-level false-positive rate to choose thresholds for")] = 0.02,
+    margin: Annotated[
+        float, typer.Option("--margin", help="Logit margin added to each threshold chosen on dev (unseen benign "
+                            "phrasings score higher than dev's)")
+    ] = 1.5,
     policy_dir: PolicyDirOption = None,
     policy: PolicyOption = None,
 ) -> None:
@@ -179,8 +183,8 @@ def train(
         head.metrics["dev_recall_at_fpr"] = {
             m.category: m.recall_at_fpr for m in category_metrics(spec.names, dev_set[0], dev_scores, dev_set[2])
         }
-        thresholds = choose_thresholds(spec.names, dev_set[0], dev_scores, fpr)
-        head.metrics["thresholds"] = {"fpr": fpr, "data": dev_path.name, "by_category": thresholds}
+        thresholds = choose_thresholds(spec.names, dev_set[0], dev_scores, fpr, margin=margin)
+        head.metrics["thresholds"] = {"fpr": fpr, "margin": margin, "data": dev_path.name, "by_category": thresholds}
     path = head.save(out_dir)
     (out_dir / CALIBRATION_FILE).write_text(
         calibration.to_json(encoder=classifier.encoder_id, fingerprint=spec.fingerprint()),
@@ -189,7 +193,7 @@ def train(
     console.print(f"head {head.name} ({head.kind}, l2={strength:g}) version {head.version} -> {path}")
     console.print(f"categories: {', '.join(head.categories)}; zero-shot calibration -> {out_dir / CALIBRATION_FILE}")
     if dev_set is not None:
-        _print_thresholds(thresholds, f"{fpr:g} post-level FPR on {dev_path.name}")
+        _print_thresholds(thresholds, f"{fpr:g} post-level FPR on {dev_path.name}, logit margin {margin:g}")
 
 
 def _print_thresholds(thresholds: dict[str, float], chosen_for: str) -> None:

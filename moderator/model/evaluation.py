@@ -8,9 +8,12 @@ category and per mode (harmful wording in the caption only, only inside the imag
 
 from __future__ import annotations
 
+import hashlib
 import math
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -20,19 +23,48 @@ from moderator.model.heads import HeadKind, TaskHead, train_head
 from moderator.model.scoring import Encoded, HeadedClassifier
 
 REPORTED_FPRS = (0.01, 0.02)
+# Encoded labeled sets, so that train, eval and every L2 candidate run the (slow) OCR once.
+FEATURE_CACHE_DIR = Path(tempfile.gettempdir()) / "moderator-features"
 
 
-def encode_examples(classifier: HeadedClassifier, examples: Sequence[LabeledPost], batch_size: int = 32) -> Encoded:
-    """Encode labeled posts in fixed-order batches and stack the results (reproducible scores)."""
+def _cache_key(classifier: HeadedClassifier, examples: Sequence[LabeledPost]) -> str:
+    """Digest of the encoder, the prompts (zero-shot logits depend on them) and every post's content."""
+    digest = hashlib.sha256(f"{classifier.encoder_id}\n{classifier.spec.fingerprint()}\n".encode())
+    for ex in examples:
+        digest.update(ex.post.model_dump_json().encode())
+    return digest.hexdigest()[:24]
+
+
+def encode_examples(
+    classifier: HeadedClassifier,
+    examples: Sequence[LabeledPost],
+    batch_size: int = 32,
+    cache_dir: Path | None = FEATURE_CACHE_DIR,
+) -> Encoded:
+    """Encode labeled posts in fixed-order batches and stack the results (reproducible scores).
+
+    Scores do not depend on batch composition, so the result is a function of encoder, prompts and
+    posts: it is kept in ``cache_dir`` under a digest of those (``None``: no cache).
+    """
+    path = cache_dir / f"{_cache_key(classifier, examples)}.npz" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        with np.load(path) as cached:
+            return Encoded(features=cached["features"], zero_shot=cached["zero_shot"], floor=cached["floor"])
     parts = [
         classifier.encode([to_model_input(ex.post) for ex in examples[start : start + batch_size]])
         for start in range(0, len(examples), batch_size)
     ]
-    return Encoded(
+    encoded = Encoded(
         features=np.concatenate([p.features for p in parts]),
         zero_shot=np.concatenate([p.zero_shot for p in parts]),
         floor=np.concatenate([p.floor for p in parts]),
     )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp.npz")
+        np.savez(partial, features=encoded.features, zero_shot=encoded.zero_shot, floor=encoded.floor)
+        partial.replace(path)
+    return encoded
 
 
 def embedding_slots(classifier: HeadedClassifier) -> tuple[tuple[int, int], ...]:
@@ -191,18 +223,24 @@ def post_level(
 
 
 def choose_thresholds(
-    names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray, fpr: float, *, floor: float = 0.05
+    names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray, fpr: float, *, floor: float = 0.05,
+    margin: float = 0.0,
 ) -> dict[str, float]:
     """Per-category thresholds for a post-level false-positive rate on labeled (dev) posts.
 
     Each category gets the lowest threshold (rounded up to 3 decimals, at least ``floor``) that
     flags at most ``fpr / c`` of the benign posts, ``c`` being the number of categories with
-    positives, so that all categories together flag at most ``fpr`` of them. Categories without
-    positives are left out: their threshold is a policy decision, not the data's.
+    positives, so that all categories together flag at most ``fpr`` of them, then moved up by
+    ``margin`` in logit space: benign phrasings never seen score above every benign dev post far
+    more often than ``fpr`` (on dev halves, 0.2 without a margin). Categories without positives
+    are left out: their threshold is a policy decision, not the data's.
     """
     benign = np.array([not ex.harmful for ex in examples])
     scored = [j for j in range(len(names)) if any(ex.labels.get(names[j]) == 1 for ex in examples)]
     share = fpr / max(1, len(scored))
-    return {
-        names[j]: max(floor, math.ceil(threshold_at_fpr(scores[benign, j], share) * 1000) / 1000) for j in scored
-    }
+    thresholds = {}
+    for j in scored:
+        base = min(max(threshold_at_fpr(scores[benign, j], share), 1e-6), 1 - 1e-6)
+        moved = 1 / (1 + math.exp(-(math.log(base / (1 - base)) + margin)))
+        thresholds[names[j]] = min(0.999, max(floor, math.ceil(moved * 1000) / 1000))
+    return thresholds

@@ -67,7 +67,11 @@ class Category(_Strict):
     maps_to: ProviderMapping = Field(default_factory=ProviderMapping, description="The OpenAI omni-moderation "
                                      "categories and Llama Guard 3 hazards this category corresponds to.")
     always_block: bool = Field(False, description="No policy may let it through: every live policy needs a block "
-                               f"rule on its score with a threshold <= {ALWAYS_BLOCK_MAX_THRESHOLD}.")
+                               f"rule on its score with a threshold <= {ALWAYS_BLOCK_MAX_THRESHOLD}, or, when the "
+                               "category names hash banks, a block rule on each bank and a review or block rule on "
+                               "its score.")
+    banks: list[Annotated[str, Field(pattern=BANK_NAME)]] = Field(
+        default_factory=list, description="Hash banks holding known items of this category (e.g. csam).")
     threshold_fpr: float | None = Field(None, ge=0.0, le=1.0, description="The false-positive rate on labeled dev "
                                         "data the rules' thresholds for this category were chosen for.")
 
@@ -322,24 +326,41 @@ class Policy(_Strict):
         return found + self._always_block_problems(categories)
 
     def _always_block_problems(self, categories: list[Category]) -> list[tuple[Loc, str]]:
-        """A live policy must block every ``always_block`` category at a low threshold, and no
-        escalation may lower that block to allow."""
+        """A live policy must block every ``always_block`` category, and no escalation may lower
+        that block to allow.
+
+        Blocking means a block rule on its score at a low threshold, or, for a category with hash
+        banks, a block rule on each bank plus a review-or-block rule on its score: where the encoder
+        cannot judge the category (MiniLM text and sexual_minors), a low block threshold on its
+        score blocks look-alikes such as sex education posts without catching abuse, so the banks
+        block and the score only sends to people.
+        """
         if self.shadow_of is not None:
             return []
         found: list[tuple[Loc, str]] = []
         for category in (c for c in categories if c.always_block):
-            blocking = [r for r in self.rules if r.category == category.name and r.action is Action.BLOCK
-                        and r.threshold is not None and r.threshold <= ALWAYS_BLOCK_MAX_THRESHOLD]
-            if not blocking:
+            if not (self._blocks_on_score(category) or self._blocks_on_banks(category)):
+                banked = (f", or block rules on {', '.join(category.banks)} and a review rule on its score"
+                          if category.banks else "")
                 found.append((("rules",), f"category {category.name!r} is always_block: add a rule "
                               f"{{category: {category.name}, threshold: <= {ALWAYS_BLOCK_MAX_THRESHOLD}, "
-                              "action: block}"))
+                              f"action: block}}{banked}"))
             escalation = self.escalation
             if escalation is not None and escalation.on_safe == "allow" and (
                     escalation.categories is None or category.name in escalation.categories):
                 found.append((("escalation", "on_safe"), f"category {category.name!r} is always_block: an "
                               "escalation may not allow it; list other categories or use on_safe: keep"))
         return found
+
+    def _blocks_on_score(self, category: Category) -> bool:
+        return any(r.category == category.name and r.action is Action.BLOCK and r.threshold is not None
+                   and r.threshold <= ALWAYS_BLOCK_MAX_THRESHOLD for r in self.rules)
+
+    def _blocks_on_banks(self, category: Category) -> bool:
+        blocked = {r.when.bank for r in self.rules
+                   if r.action is Action.BLOCK and isinstance(r.when, BankCondition)}
+        flagged = any(r.category == category.name and r.action in (Action.REVIEW, Action.BLOCK) for r in self.rules)
+        return bool(category.banks) and set(category.banks) <= blocked and flagged
 
     @functools.cached_property
     def provider_mappings(self) -> dict[str, ProviderMapping]:
