@@ -144,10 +144,9 @@ def train(
     """
     from moderator.evaldata import DEV_PATH, TRAIN_PATH, label_matrix
     from moderator.model.calibration import CALIBRATION_FILE
-    from moderator.model.evaluation import category_metrics, choose_thresholds, encode_examples
+    from moderator.model.evaluation import encode_examples
     from moderator.model.heads import HEAD_KINDS
     from moderator.model.loader import load_classifier
-    from moderator.model.scoring import HeadStack
 
     if kind not in HEAD_KINDS:
         fail(f"--kind {kind}: must be one of {', '.join(HEAD_KINDS)}")
@@ -168,23 +167,8 @@ def train(
         dev_set = (dev_examples, encode_examples(classifier, dev_examples), label_matrix(dev_examples, spec.names))
     strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
                                                kind=kind, steps=steps, benign_weight=benign_weight)
-    train_scores = HeadStack(spec.names, calibration, [head]).scores(encoded)
-    head.metrics = {
-        "data": data_path.name,
-        "data_sha256": hashlib.sha256(data_path.read_bytes()).hexdigest()[:12],
-        "examples": len(examples),
-        "l2": strength,
-        "benign_weight": benign_weight,
-        "train_roc_auc": {m.category: m.roc_auc for m in category_metrics(spec.names, examples, train_scores, labels)},
-    }
-    if dev_set is not None:
-        dev_scores = HeadStack(spec.names, calibration, [head]).scores(dev_set[1])
-        head.metrics["dev"] = dev_path.name
-        head.metrics["dev_recall_at_fpr"] = {
-            m.category: m.recall_at_fpr for m in category_metrics(spec.names, dev_set[0], dev_scores, dev_set[2])
-        }
-        thresholds = choose_thresholds(spec.names, dev_set[0], dev_scores, fpr, margin=margin)
-        head.metrics["thresholds"] = {"fpr": fpr, "margin": margin, "data": dev_path.name, "by_category": thresholds}
+    thresholds = _record_metrics(head, spec.names, calibration, (examples, encoded, labels), data_path, dev_set,
+                                 dev_path, strength=strength, benign_weight=benign_weight, fpr=fpr, margin=margin)
     path = head.save(out_dir)
     (out_dir / CALIBRATION_FILE).write_text(
         calibration.to_json(encoder=classifier.encoder_id, fingerprint=spec.fingerprint()),
@@ -194,6 +178,36 @@ def train(
     console.print(f"categories: {', '.join(head.categories)}; zero-shot calibration -> {out_dir / CALIBRATION_FILE}")
     if dev_set is not None:
         _print_thresholds(thresholds, f"{fpr:g} post-level FPR on {dev_path.name}, logit margin {margin:g}")
+
+
+def _record_metrics(head: TaskHead, names: list[str], calibration: Calibration,
+                    train_set: tuple[list[LabeledPost], Encoded, np.ndarray], data_path: Path,
+                    dev_set: tuple[list[LabeledPost], Encoded, np.ndarray] | None, dev_path: Path | None, *,
+                    strength: float, benign_weight: float, fpr: float, margin: float) -> dict[str, float]:
+    """Write how the head was trained and how it scores into ``head.metrics``; the thresholds chosen on dev."""
+    from moderator.model.evaluation import category_metrics, choose_thresholds
+    from moderator.model.scoring import HeadStack
+
+    examples, encoded, labels = train_set
+    train_scores = HeadStack(names, calibration, [head]).scores(encoded)
+    head.metrics = {
+        "data": data_path.name,
+        "data_sha256": hashlib.sha256(data_path.read_bytes()).hexdigest()[:12],
+        "examples": len(examples),
+        "l2": strength,
+        "benign_weight": benign_weight,
+        "train_roc_auc": {m.category: m.roc_auc for m in category_metrics(names, examples, train_scores, labels)},
+    }
+    if dev_set is None or dev_path is None:
+        return {}
+    dev_scores = HeadStack(names, calibration, [head]).scores(dev_set[1])
+    head.metrics["dev"] = dev_path.name
+    head.metrics["dev_recall_at_fpr"] = {
+        m.category: m.recall_at_fpr for m in category_metrics(names, dev_set[0], dev_scores, dev_set[2])
+    }
+    thresholds = choose_thresholds(names, dev_set[0], dev_scores, fpr, margin=margin)
+    head.metrics["thresholds"] = {"fpr": fpr, "margin": margin, "data": dev_path.name, "by_category": thresholds}
+    return thresholds
 
 
 def _print_thresholds(thresholds: dict[str, float], chosen_for: str) -> None:
