@@ -237,7 +237,9 @@ ERRORS = [  # (case, request kwargs, status, code)
     ("wrong key", {"headers": {"Authorization": "Bearer " + "a" * 43}, "json": {"input": "hi"}},
      401, "invalid_api_key"),
     ("not JSON", {"content": b"{input: hi", "headers": {"content-type": "application/json"}}, 400,
-     "invalid_request"),
+     "invalid_json"),
+    ("no body", {"content": b"", "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
+    ("not an object", {"json": ["hi"]}, 400, "invalid_request"),
     ("nesting bomb", {"content": b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                       "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
     ("number out of range", {"content": b'{"input": 1e999999}', "headers": {"content-type": "application/json"}},
@@ -245,7 +247,8 @@ ERRORS = [  # (case, request kwargs, status, code)
     ("NaN", {"content": b'{"input": NaN}', "headers": {"content-type": "application/json"}}, 400,
      "invalid_request"),
     ("lone surrogate escape", {"content": b'{"input": "\\ud800 hi"}', "headers": {"content-type": "application/json"}},
-     400, "invalid_input"),
+     400, "invalid_json"),
+    ("integer past 64 bits in metadata", {"json": {"input": "hi", "metadata": {"n": 2**70}}}, 400, "invalid_input"),
     ("missing input", {"json": {"model": "omni-moderation-latest"}}, 400, "invalid_request"),
     ("input of the wrong type", {"json": {"input": 42}}, 400, "invalid_request"),
     ("unknown field", {"json": {"input": "hi", "temperature": 1}}, 400, "invalid_request"),
@@ -330,7 +333,7 @@ async def test_decide_rejects_malformed_posts_with_the_streams_reasons(shared_ap
         surrogate = await http.post("/v1/decide", content=b'{"post_id": "p", "user_id": "u", "text": "\\ud800"}',
                                     headers={"content-type": "application/json"})
     assert [r.status_code for r in (no_id, no_content, bidi, bad_image, surrogate)] == [400] * 5
-    assert surrogate.json()["error"]["code"] == "invalid_input"
+    assert surrogate.json()["error"]["code"] == "invalid_json", "as the stream dead-letters it"
     assert no_id.json()["error"]["param"] == "post_id"
     assert "text or an image" in no_content.json()["error"]["message"]
     assert bad_image.json()["error"]["code"] == "image_decode"
@@ -380,8 +383,15 @@ async def test_serve_starts_the_api_when_its_port_is_set(api_settings: Settings)
             answer = await http.post("/v1/moderations", json={"input": "hello"},
                                      headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200
-    assert {"/v1/moderations", "/v1/decide"} <= set(docs.json()["paths"])
-    assert "HTTPBearer" in docs.json()["components"]["securitySchemes"]
+    schema = docs.json()
+    assert {"/v1/moderations", "/v1/decide"} <= set(schema["paths"])
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    for path, model in (("/v1/moderations", "ModerationRequest"), ("/v1/decide", "Post")):
+        operation = schema["paths"][path]["post"]  # bodies are validated from bytes by the routes, documented here
+        assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{model}"}
+        assert operation["security"] == [{"HTTPBearer": []}]
+    assert {"TextPart", "ImagePart", "ImageURL", "ImageRef"} <= set(schema["components"]["schemas"])
 
 
 def test_the_cli_creates_a_key_once_lists_and_revokes_it(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> None:

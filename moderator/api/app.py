@@ -17,8 +17,10 @@ from moderator.api.errors import ApiError, api_error, http_error, invalid_reques
 from moderator.api.gate import Gate
 from moderator.api.keys import CachedKeys
 from moderator.api.metrics import ApiMetrics
+from moderator.api.openapi import document_bodies
 from moderator.api.routes import Moderation, router
-from moderator.api.schema import ErrorResponse
+from moderator.api.schema import ErrorResponse, ModerationRequest
+from moderator.ingest.schema import Post
 from moderator.pipeline import PostHandler
 
 
@@ -36,4 +38,5 @@ def create_api(pipeline: PostHandler, keys: CachedKeys, metrics: ApiMetrics, *, 
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_error)
     app.include_router(router)
+    document_bodies(app, {"/v1/moderations": ModerationRequest, "/v1/decide": Post})
     return app

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from moderator.api.schema import ErrorDetail, ErrorResponse
@@ -33,13 +37,24 @@ def ingest_error(error: IngestError, param: str) -> ApiError:
                                         type="invalid_request_error", param=param, code=error.reason.value))
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    """The first problems of a request body, by field; never the submitted values."""
-    errors = exc.errors()
-    parts = [f"{'.'.join(str(p) for p in e['loc'][1:]) or '(body)'}: {e['msg']}" for e in errors[:3]]
+def _field_message(errors: Sequence[Any], skip: int) -> tuple[str, str | None]:
+    """The first problems by field (each ``loc`` less its first ``skip`` parts); never the submitted values."""
+    parts = [f"{'.'.join(str(p) for p in e['loc'][skip:]) or '(body)'}: {e['msg']}" for e in errors[:3]]
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-    first = errors[0]["loc"][1:] if errors else ()
+    first = errors[0]["loc"][skip:] if errors else ()
     return "; ".join(parts) + more, ".".join(str(p) for p in first) or None
+
+
+def invalid_body(exc: ValidationError) -> ApiError:
+    """400 for a body validated from its bytes: ``invalid_json`` when it is not JSON (syntax, nesting
+    depth, a lone surrogate escape), ``invalid_request`` naming the fields that do not match the schema."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return ApiError(400, ErrorDetail(message=f"the body is not valid JSON: {errors[0]['msg']}",
+                                         type="invalid_request_error", code="invalid_json"))
+    message, param = _field_message(errors, 0)
+    return ApiError(400, ErrorDetail(message=message, type="invalid_request_error", param=param,
+                                     code="invalid_request"))
 
 
 async def api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -49,17 +64,16 @@ async def api_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
-    """400 (OpenAI answers 400, FastAPI would say 422) naming the fields that do not match the schema."""
+    """400 (OpenAI answers 400, FastAPI would say 422) naming the query parameters that do not match."""
     assert isinstance(exc, RequestValidationError)
-    message, param = _validation_message(exc)
+    message, param = _field_message(exc.errors(), 1)
     detail = ErrorDetail(message=message, type="invalid_request_error", param=param, code="invalid_request")
     return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=400)
 
 
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's own answers in the same shape as every other error: 400 for a body that is not JSON
-    (nesting bombs included), 404 for an unknown path, 405 for a wrong method."""
+    """Starlette's own answers in the same shape as every other error: 404 for an unknown path, 405 for
+    a wrong method."""
     assert isinstance(exc, HTTPException)
-    code = "invalid_json" if exc.status_code == 400 else f"http_{exc.status_code}"
-    detail = ErrorDetail(message=f"{exc.detail}", type="invalid_request_error", code=code)
+    detail = ErrorDetail(message=f"{exc.detail}", type="invalid_request_error", code=f"http_{exc.status_code}")
     return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=exc.status_code, headers=exc.headers)

@@ -52,11 +52,11 @@ def _post(post_id: str, user_id: str, metadata: dict[str, Any], text: str | None
 
 
 def record_bytes(body: dict[str, Any], param: str) -> bytes:
-    """The post as record bytes; InputError for text that is not valid Unicode (a lone surrogate escape)."""
+    """The post as record bytes; InputError for a value a record cannot carry (an integer past 64 bits)."""
     try:
         return orjson.dumps(body)
     except orjson.JSONEncodeError as exc:
-        raise InputError(f"not valid Unicode: {exc}", param) from exc
+        raise InputError(f"cannot be written as a post: {exc}", param) from exc
 
 
 def posts_of(request: ModerationRequest, request_id: str, caller: str, max_inputs: int) -> list[PostInput]:
