@@ -339,6 +339,18 @@ async def test_decide_rejects_malformed_posts_with_the_streams_reasons(shared_ap
     assert bad_image.json()["error"]["code"] == "image_decode"
 
 
+async def test_operations_answer_post_only_and_check_their_query(shared_api: Api) -> None:
+    async with shared_api.http() as http:
+        get = await http.get("/v1/moderations")
+        flag = await http.post("/v1/decide", params={"publish": "maybe"},
+                               json={"post_id": "q-1", "user_id": "u", "text": "hi"})
+        docs = await http.get("/docs")
+    assert get.status_code == 405 and get.headers["allow"] == "POST" and get.json()["error"]["code"] == "http_405"
+    assert flag.status_code == 400 and flag.json()["error"]["param"] == "publish"
+    assert flag.json()["error"]["code"] == "invalid_request"
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
 async def test_metrics_count_the_api_beside_the_stream(api_settings: Settings) -> None:
     async with api_for(api_settings) as api, api.http() as http:
         await produce(api_settings, [post_record({"post_id": "s-1", "user_id": "u", "text": "stream text one"})])

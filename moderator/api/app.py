@@ -10,33 +10,28 @@ A request's ``traceparent`` continues the caller's trace; the trace id comes bac
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from moderator.api.errors import ApiError, api_error, http_error, invalid_request
+from moderator.api.errors import http_error
 from moderator.api.gate import Gate
 from moderator.api.keys import CachedKeys
 from moderator.api.metrics import ApiMetrics
-from moderator.api.openapi import document_bodies
-from moderator.api.routes import Moderation, router
-from moderator.api.schema import ErrorResponse, ModerationRequest
-from moderator.ingest.schema import Post
+from moderator.api.openapi import document
+from moderator.api.routes import Moderation
 from moderator.pipeline import PostHandler
 
 
 def create_api(pipeline: PostHandler, keys: CachedKeys, metrics: ApiMetrics, *, max_in_flight: int,
-               max_body_bytes: int, max_inputs: int) -> FastAPI:
-    """The API app; the caller serves it (``moderator serve`` on ``MODERATOR_API_PORT``)."""
-    app = FastAPI(title="moderator API", version="1",
-                  description="Synchronous moderation on the stream's models, policies, cache and batches. "
-                              "`/v1/moderations` speaks OpenAI's omni-moderation format.",
-                  responses={code: {"model": ErrorResponse} for code in (400, 401, 413, 429, 500)})
-    app.state.moderation = Moderation(pipeline, metrics, max_inputs)
-    app.add_middleware(Gate, keys=keys, metrics=metrics, max_in_flight=max_in_flight,
-                       max_body_bytes=max_body_bytes)
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(HTTPException, http_error)
-    app.include_router(router)
-    document_bodies(app, {"/v1/moderations": ModerationRequest, "/v1/decide": Post})
-    return app
+               max_body_bytes: int, max_inputs: int) -> Gate:
+    """The API's ASGI app; the caller serves it (``moderator serve`` on ``MODERATOR_API_PORT``).
+
+    The gate answers the operations itself; FastAPI behind it serves ``/docs`` and
+    ``/openapi.json``, and unknown paths get its 404 in the API's error shape.
+    """
+    docs = FastAPI(title="moderator API", version="1",
+                   description="Synchronous moderation on the stream's models, policies, cache and batches. "
+                               "`/v1/moderations` speaks OpenAI's omni-moderation format.")
+    docs.add_exception_handler(HTTPException, http_error)
+    document(docs)
+    return Gate(docs, Moderation(pipeline, metrics, max_inputs).operations(), keys=keys, metrics=metrics,
+                max_in_flight=max_in_flight, max_body_bytes=max_body_bytes)

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
@@ -37,43 +36,28 @@ def ingest_error(error: IngestError, param: str) -> ApiError:
                                         type="invalid_request_error", param=param, code=error.reason.value))
 
 
-def _field_message(errors: Sequence[Any], skip: int) -> tuple[str, str | None]:
-    """The first problems by field (each ``loc`` less its first ``skip`` parts); never the submitted values."""
-    parts = [f"{'.'.join(str(p) for p in e['loc'][skip:]) or '(body)'}: {e['msg']}" for e in errors[:3]]
+def _field_message(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """The first problems by field; never the submitted values."""
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in errors[:3]]
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-    first = errors[0]["loc"][skip:] if errors else ()
+    first = errors[0]["loc"] if errors else ()
     return "; ".join(parts) + more, ".".join(str(p) for p in first) or None
 
 
 def invalid_body(exc: ValidationError) -> ApiError:
-    """400 for a body validated from its bytes: ``invalid_json`` when it is not JSON (syntax, nesting
-    depth, a lone surrogate escape), ``invalid_request`` naming the fields that do not match the schema."""
+    """400 for a body (or query) validated by pydantic: ``invalid_json`` when it is not JSON (syntax,
+    nesting depth, a lone surrogate escape), ``invalid_request`` naming the fields that do not match."""
     errors = exc.errors(include_url=False, include_input=False)
     if errors and errors[0]["type"] == "json_invalid":
         return ApiError(400, ErrorDetail(message=f"the body is not valid JSON: {errors[0]['msg']}",
                                          type="invalid_request_error", code="invalid_json"))
-    message, param = _field_message(errors, 0)
+    message, param = _field_message(errors)
     return ApiError(400, ErrorDetail(message=message, type="invalid_request_error", param=param,
                                      code="invalid_request"))
 
 
-async def api_error(_: Request, exc: Exception) -> JSONResponse:
-    """The answer for an ``ApiError``."""
-    assert isinstance(exc, ApiError)
-    return JSONResponse(ErrorResponse(error=exc.detail).model_dump(), status_code=exc.status)
-
-
-async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
-    """400 (OpenAI answers 400, FastAPI would say 422) naming the query parameters that do not match."""
-    assert isinstance(exc, RequestValidationError)
-    message, param = _field_message(exc.errors(), 1)
-    detail = ErrorDetail(message=message, type="invalid_request_error", param=param, code="invalid_request")
-    return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=400)
-
-
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own answers in the same shape as every other error: 404 for an unknown path, 405 for
-    a wrong method."""
+    """FastAPI's own answers (404 for an unknown path) in the same shape as every other error."""
     assert isinstance(exc, HTTPException)
     detail = ErrorDetail(message=f"{exc.detail}", type="invalid_request_error", code=f"http_{exc.status_code}")
     return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=exc.status_code, headers=exc.headers)

@@ -1,35 +1,46 @@
-"""What every ``/v1/`` request passes before any of its body is read: key, admission, size.
+"""The API's front door, an ASGI app: what every ``/v1/`` request passes before any of its body is
+read (key, admission, size), then the operation it names, called directly with the body's bytes.
 
 In this order, so an unauthenticated or excess request costs no memory: the API key is checked
 (401), the request is admitted only while fewer than ``max_in_flight`` are being served (429 with
 Retry-After, so queued work and buffered bodies stay bounded), and the body is read as it arrives
-and refused past ``max_body_bytes`` (413), declared length or not.
+and refused past ``max_body_bytes`` (413), declared length or not. Everything else (the docs, the
+OpenAPI schema, unknown paths) goes to the FastAPI app behind it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from moderator.api.errors import ApiError
 from moderator.api.keys import CachedKeys
 from moderator.api.metrics import ApiMetrics
+from moderator.api.routes import Answer, ApiRequest, Operation
 from moderator.api.schema import ErrorDetail, ErrorResponse
 from moderator.review.tokens import TokenRecord
 
+log = logging.getLogger(__name__)
+
 API_PREFIX = "/v1/"
-ENDPOINTS = frozenset({"/v1/moderations", "/v1/decide"})
 RETRY_AFTER_S = 1
+TRACE_HEADER = "X-Trace-Id"
 
 
-async def send_error(send: Send, status: int, detail: ErrorDetail, headers: dict[str, str] | None = None) -> None:
-    """Answer with an OpenAI-shaped error body."""
-    body = ErrorResponse(error=detail).model_dump_json().encode()
+async def send_json(send: Send, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+    """Answer ``body`` (JSON) with ``status``."""
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, status: int, detail: ErrorDetail, headers: Mapping[str, str] | None = None) -> None:
+    """Answer with an OpenAI-shaped error body."""
+    await send_json(send, status, ErrorResponse(error=detail).model_dump_json().encode(), headers)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -57,11 +68,12 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 class Gate:
-    """ASGI middleware in front of the API's routes (docs and the OpenAPI schema pass freely)."""
+    """The API's ASGI app: ``operations`` (``POST`` by path) behind the checks; ``app`` serves the rest."""
 
-    def __init__(self, app: ASGIApp, keys: CachedKeys, metrics: ApiMetrics, max_in_flight: int,
-                 max_body_bytes: int, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, app: ASGIApp, operations: Mapping[str, Operation], keys: CachedKeys, metrics: ApiMetrics,
+                 max_in_flight: int, max_body_bytes: int, clock: Callable[[], float] = time.perf_counter) -> None:
         self.app = app
+        self.operations = operations
         self.keys = keys
         self.metrics = metrics
         self.max_in_flight = max_in_flight
@@ -75,7 +87,7 @@ class Gate:
             return
         started = self.clock()
         # A label per known route only: made-up paths must not grow the metric's series without bound.
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        endpoint = scope["path"] if scope["path"] in self.operations else "other"
         status = {"code": 500}
 
         async def counted_send(message: Message) -> None:
@@ -121,6 +133,10 @@ class Gate:
         except _BodyTooLarge:
             await self._too_large(send)
             return
+        operation = self.operations.get(scope["path"])
+        if operation is not None:
+            await self._operate(operation, ApiRequest(body, scope["headers"], scope["query_string"], key), scope, send)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -132,6 +148,24 @@ class Gate:
 
         scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _operate(operation: Operation, request: ApiRequest, scope: Scope, send: Send) -> None:
+        if scope["method"] != "POST":
+            await send_error(send, 405, ErrorDetail(message="Method Not Allowed: use POST", type="invalid_request_error",
+                                                    code="http_405"), {"Allow": "POST"})
+            return
+        try:
+            answer: Answer = await operation(request)
+        except ApiError as exc:
+            await send_error(send, exc.status, exc.detail)
+            return
+        except Exception:  # a bug must answer 500, not drop the connection
+            log.exception("API request failed")
+            await send_error(send, 500, ErrorDetail(message="internal error", type="server_error",
+                                                    code="internal_error"))
+            return
+        await send_json(send, 200, answer.body, {TRACE_HEADER: answer.trace_id})
 
     async def _too_large(self, send: Send) -> None:
         await send_error(send, 413, ErrorDetail(

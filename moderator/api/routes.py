@@ -1,4 +1,4 @@
-"""The API's routes: OpenAI-compatible ``/v1/moderations`` and the project's ``/v1/decide``.
+"""The API's operations: OpenAI-compatible ``POST /v1/moderations`` and the project's ``POST /v1/decide``.
 
 Both decide posts with the service's own pipeline stages (``PostHandler.moderate``: validation,
 hash banks, the score source's cache and single-flight, the model's micro-batches, policies and
@@ -6,10 +6,11 @@ escalation), minus Kafka, so a busy model serves the stream and the API in the s
 A request's ``traceparent`` continues the caller's trace; the trace id comes back in the
 ``X-Trace-Id`` header (and in the decision).
 
-The routes take the raw request and answer JSON bytes: the body is validated from its bytes in one
-pydantic-core call and the answer serialised in one, instead of FastAPI's per-field body solving,
-dependency resolution and response re-validation (a third of the event loop's time per request at
-200 clients). Their schemas are documented by ``openapi.document_bodies`` and ``response_model``.
+The gate calls them with the admitted request's bytes and sends the JSON bytes they answer: the
+body is validated in one pydantic-core call and the answer serialised in one. FastAPI's per-request
+layers (its middleware, routing, dependency solving, body solving and response re-validation) cost
+the event loop about half of its time per request at 200 clients; FastAPI now serves only the docs,
+with these operations described by ``openapi.OPERATIONS``.
 """
 
 from __future__ import annotations
@@ -20,19 +21,18 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Query, Request, Response
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moderator.api.errors import ApiError, ingest_error, invalid_body
 from moderator.api.inputs import InputError, PostInput, posts_of
 from moderator.api.metrics import ApiMetrics
 from moderator.api.schema import ErrorDetail, ModerationRequest, ModerationResponse
 from moderator.api.taxonomy import moderation_result
-from moderator.decisions.schema import Decision
 from moderator.ingest.errors import IngestError
 from moderator.ingest.schema import Post
 from moderator.pipeline import Decided, PostHandler
@@ -41,13 +41,40 @@ from moderator.telemetry import tracing
 
 log = logging.getLogger(__name__)
 
-TRACE_HEADER = "X-Trace-Id"
-JSON = "application/json"
 _PROPAGATOR = TraceContextTextMapPropagator()
-_TRACE_FIELDS = ("traceparent", "tracestate")
+_TRACE_FIELDS = (b"traceparent", b"tracestate")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-router = APIRouter(prefix="/v1")
+
+
+class DecideQuery(BaseModel):
+    """The query of ``POST /v1/decide`` (unknown parameters are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    publish: bool = Field(False, description="Also publish the decision to the decisions topic (and send it to "
+                                             "review when its action is review).")
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """A request the gate admitted: its body, raw headers (lower-case names), query string and verified key."""
+
+    body: bytes
+    headers: Sequence[tuple[bytes, bytes]]
+    query: bytes
+    key: TokenRecord
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A successful answer: its JSON and the trace it was decided in (the ``X-Trace-Id`` header)."""
+
+    body: bytes
+    trace_id: str
+
+
+Operation = Callable[[ApiRequest], Awaitable[Answer]]
 
 
 def parse_body(model: type[M], body: bytes) -> M:
@@ -58,41 +85,11 @@ def parse_body(model: type[M], body: bytes) -> M:
         raise invalid_body(exc) from exc
 
 
-@dataclass(frozen=True)
-class Moderation:
-    """What the routes decide with: the service's pipeline, the API's metrics and its input limit."""
-
-    pipeline: PostHandler
-    metrics: ApiMetrics
-    max_inputs: int
-
-    async def traced(self, request: Request, name: str, work: Callable[[], Awaitable[bytes]]) -> Response:
-        """Run ``work`` in a server span continuing the caller's ``traceparent``; answer its JSON with the trace id."""
-        headers = request.headers
-        carrier = {field: headers[field] for field in _TRACE_FIELDS if field in headers}
-        parent = _PROPAGATOR.extract(carrier, context=Context()) if carrier else Context()
-        with self.pipeline.telemetry.tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
-            trace_id = tracing.trace_id_of(span)
-            try:
-                body = await work()
-            except ApiError:
-                raise
-            except Exception as exc:  # a bug must answer 500, not drop the connection
-                log.exception("API request failed")
-                raise ApiError(500, ErrorDetail(message="internal error", type="server_error",
-                                                code="internal_error")) from exc
-        return Response(body, media_type=JSON, headers={TRACE_HEADER: trace_id})
-
-    async def decide(self, post: PostInput, param: str, endpoint: str) -> Decided:
-        """One post through the pipeline stages (no publishing); a rejection becomes an ``ApiError``."""
-        with self.pipeline.telemetry.tracer.start_as_current_span("decide",
-                                                                  attributes={"moderator.post_id": post.post_id}):
-            try:
-                decided = await self.pipeline.moderate(post.value)
-            except IngestError as error:
-                raise ingest_error(error, param) from error
-        self.metrics.decided(endpoint, decided.decision)
-        return decided
+def _parse_query(query: bytes) -> DecideQuery:
+    try:
+        return DecideQuery.model_validate(dict(parse_qsl(query.decode("latin-1"))))
+    except ValidationError as exc:
+        raise invalid_body(exc) from exc
 
 
 async def _all_settled(jobs: Sequence[Awaitable[T]]) -> list[T]:
@@ -108,50 +105,67 @@ async def _all_settled(jobs: Sequence[Awaitable[T]]) -> list[T]:
     return list(results)  # type: ignore[arg-type]
 
 
-def _context(request: Request) -> tuple[Moderation, TokenRecord]:
-    """What the app was built with, and the key the gate verified."""
-    moderation: Moderation = request.app.state.moderation
-    key: TokenRecord = request.state.api_key
-    return moderation, key
+@dataclass(frozen=True)
+class Moderation:
+    """The operations, over the service's pipeline, the API's metrics and its input limit."""
 
+    pipeline: PostHandler
+    metrics: ApiMetrics
+    max_inputs: int
 
-@router.post("/moderations", response_model=ModerationResponse,
-             summary="Classify text and images (OpenAI omni-moderation compatible)")
-async def moderations(request: Request) -> Response:
-    """One result per string, or one for a whole array of parts, in omni-moderation's categories."""
-    api, key = _context(request)
-    body = parse_body(ModerationRequest, await request.body())
-    # An opaque id (not a secret): random bits, without a getrandom() system call per request.
-    request_id = f"modr-{random.getrandbits(128):032x}"
-    try:
-        posts = posts_of(body, request_id, key.subject, api.max_inputs)
-    except InputError as exc:
-        raise ApiError(400, ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.param,
-                                        code="invalid_input")) from exc
-    single = len(posts) == 1
+    async def moderations(self, request: ApiRequest) -> Answer:
+        """One result per string, or one for a whole array of parts, in omni-moderation's categories."""
+        body = parse_body(ModerationRequest, request.body)
+        # An opaque id, not a secret: random bits without a getrandom() system call per request.
+        request_id = f"modr-{random.getrandbits(128):032x}"
+        try:
+            posts = posts_of(body, request_id, request.key.subject, self.max_inputs)
+        except InputError as exc:
+            raise ApiError(400, ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.param,
+                                            code="invalid_input")) from exc
+        single = len(posts) == 1
 
-    async def work() -> bytes:
-        decided = await _all_settled([api.decide(post, "input" if single else f"input[{index}]", "moderations")
-                                      for index, post in enumerate(posts)])
-        results = [moderation_result(d.decision, d.policy, p.input_types) for d, p in zip(decided, posts, strict=True)]
-        answer = ModerationResponse(id=request_id, model=api.pipeline.infer.classifier.info.name, results=results)
-        return answer.model_dump_json().encode()
+        async def work() -> bytes:
+            decided = await _all_settled([self._decide(post, "input" if single else f"input[{index}]", "moderations")
+                                          for index, post in enumerate(posts)])
+            results = [moderation_result(d.decision, d.policy, p.input_types)
+                       for d, p in zip(decided, posts, strict=True)]
+            answer = ModerationResponse(id=request_id, model=self.pipeline.infer.classifier.info.name, results=results)
+            return answer.model_dump_json().encode()
 
-    return await api.traced(request, "POST /v1/moderations", work)
+        return await self._traced(request, "POST /v1/moderations", work)
 
+    async def decide(self, request: ApiRequest) -> Answer:
+        """The ``Decision`` the stream would publish for this post; published only with ``publish=true``."""
+        publish = _parse_query(request.query).publish
+        post = parse_body(Post, request.body)  # names the field; the pipeline then applies the stream's limits
 
-@router.post("/decide", response_model=Decision, summary="The project's decision for one post")
-async def decide_post(request: Request, publish: bool = Query(False, description="Also publish the decision to the "
-                      "decisions topic (and send it to review when its action is review).")) -> Response:
-    """The ``Decision`` the stream would publish for this post; published only with ``publish=true``."""
-    api, _ = _context(request)
-    raw = await request.body()
-    post = parse_body(Post, raw)  # the schema's answer names the field; the pipeline then applies the stream's limits
+        async def work() -> bytes:
+            decided = await self._decide(PostInput(post.post_id, request.body, ()), "post", "decide")
+            if publish:
+                await self.pipeline.deliver(decided)
+            return decided.decision.model_dump_json().encode()
 
-    async def work() -> bytes:
-        decided = await api.decide(PostInput(post.post_id, raw, ()), "post", "decide")
-        if publish:
-            await api.pipeline.deliver(decided)
-        return decided.decision.model_dump_json().encode()
+        return await self._traced(request, "POST /v1/decide", work)
 
-    return await api.traced(request, "POST /v1/decide", work)
+    async def _traced(self, request: ApiRequest, name: str, work: Callable[[], Awaitable[bytes]]) -> Answer:
+        """Run ``work`` in a server span continuing the caller's ``traceparent``."""
+        carrier = {name.decode(): value.decode("latin-1") for name, value in request.headers if name in _TRACE_FIELDS}
+        parent = _PROPAGATOR.extract(carrier, context=Context()) if carrier else Context()
+        with self.pipeline.telemetry.tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
+            return Answer(await work(), tracing.trace_id_of(span))
+
+    async def _decide(self, post: PostInput, param: str, endpoint: str) -> Decided:
+        """One post through the pipeline stages (no publishing); a rejection becomes an ``ApiError``."""
+        with self.pipeline.telemetry.tracer.start_as_current_span("decide",
+                                                                  attributes={"moderator.post_id": post.post_id}):
+            try:
+                decided = await self.pipeline.moderate(post.value)
+            except IngestError as error:
+                raise ingest_error(error, param) from error
+        self.metrics.decided(endpoint, decided.decision)
+        return decided
+
+    def operations(self) -> dict[str, Operation]:
+        """The ``POST`` operations by path."""
+        return {"/v1/moderations": self.moderations, "/v1/decide": self.decide}

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp
 
 from moderator.telemetry.health import Readiness
 from moderator.telemetry.metrics import ServiceMetrics
@@ -53,7 +54,7 @@ class _QuietServer(uvicorn.Server):
 class OpsServer:
     """Serves an app on ``host:port`` (port 0 picks a free one) inside the running event loop."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         self._server = _QuietServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         self._host = host
         self._requested_port = port
