@@ -11,21 +11,11 @@ from typing import ClassVar
 
 import orjson
 import pytest
-from opentelemetry.context import Context
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    TraceFlags,
-    format_span_id,
-    format_trace_id,
-    set_span_in_context,
-)
+from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from moderator.client import post_record, produce
 from moderator.decisions.schema import Decision
@@ -179,21 +169,6 @@ def test_spans_are_exported_over_otlp_when_the_standard_variables_ask(otlp_colle
 ])
 def test_otlp_export_is_off_unless_otel_variables_ask_for_it(environ: dict[str, str], expected: bool) -> None:
     assert tracing.otlp_requested(environ) is expected
-
-
-def test_without_export_stage_spans_cost_nothing_and_trace_ids_still_flow() -> None:
-    quiet = tracing.service_tracer(TracerProvider(sampler=ALWAYS_OFF))
-    assert isinstance(quiet, tracing.ChildlessTracer)
-    with quiet.start_as_current_span("request", context=Context()) as root:
-        with quiet.start_as_current_span(tracing.VALIDATE) as stage, quiet.start_as_current_span("inner") as inner:
-            assert stage is root and inner is root, "no child span under a local span that records nothing"
-        assert quiet.start_span(tracing.MODEL_BATCH, context=Context()) is not root, "a new root is still a new span"
-    remote = SpanContext(int(TRACE_ID, 16), int(PARENT_SPAN_ID, 16), is_remote=True, trace_flags=TraceFlags(1))
-    with quiet.start_as_current_span("consume", context=set_span_in_context(NonRecordingSpan(remote))) as own:
-        assert format_trace_id(own.get_span_context().trace_id) == TRACE_ID
-        assert format_span_id(own.get_span_context().span_id) != PARENT_SPAN_ID, "a caller's span gets a child"
-    recording = tracing.service_tracer(TracerProvider())
-    assert not isinstance(recording, tracing.ChildlessTracer), "exported traces keep every stage span"
 
 
 def test_log_lines_carry_the_current_trace_id() -> None:

@@ -70,7 +70,7 @@ class Telemetry:
 
     def __init__(self, decision_sources: Iterable[str], tracer_provider: TracerProvider | None = None) -> None:
         self.tracer_provider = tracer_provider or tracing.build_tracer_provider()
-        self.tracer = tracing.service_tracer(self.tracer_provider)
+        self.tracer = self.tracer_provider.get_tracer(tracing.TRACER_NAME)
         self.metrics = ServiceMetrics()
         # Seconds per stage summed over posts or batches (stages overlap: they run concurrently).
         self.times = StageTimes()

@@ -8,10 +8,8 @@ the standard ``OTEL_*`` environment variables, and off when none of them asks fo
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from aiokafka.structs import ConsumerRecord
 from opentelemetry.context import Context
@@ -20,7 +18,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import Span, Tracer, format_trace_id, get_current_span, set_span_in_context
+from opentelemetry.trace import Span, format_trace_id, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -137,46 +135,3 @@ def build_tracer_provider() -> TracerProvider:
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(environ)))
     return provider
-
-
-class ChildlessTracer(Tracer):
-    """A tracer for a provider that samples nothing: a span started inside a local span that records
-    nothing is that span, not a new one.
-
-    Nothing would export such a child, and each cost ~15 µs of the event loop (ids, a sampler call,
-    two context switches) on every stage of every post and request: a tenth of the loop's time with
-    the HTTP API at 200 clients. Root spans (a consumed post, an API request, a model batch) are
-    still started, so trace ids are created, continued from ``traceparent`` and carried as before.
-    """
-
-    def __init__(self, inner: Tracer) -> None:
-        self.inner = inner
-
-    @staticmethod
-    def _enclosing(context: Context | None) -> Span | None:
-        span = get_current_span(context)
-        parent = span.get_span_context()
-        # A remote parent (a caller's traceparent) still gets this service's own span, as before.
-        return span if parent.is_valid and not parent.is_remote and not span.is_recording() else None
-
-    def start_span(self, name: str, context: Context | None = None, *args: Any, **kwargs: Any) -> Span:
-        """The enclosing span when it records nothing, else a new span."""
-        enclosing = self._enclosing(context)
-        return enclosing if enclosing is not None else self.inner.start_span(name, context, *args, **kwargs)
-
-    @contextlib.contextmanager  # type: ignore[override]
-    def start_as_current_span(self, name: str, context: Context | None = None, *args: Any,
-                              **kwargs: Any) -> Iterator[Span]:
-        """The enclosing span when it records nothing, else a new span made current for the block."""
-        enclosing = self._enclosing(context)
-        if enclosing is not None:
-            yield enclosing
-            return
-        with self.inner.start_as_current_span(name, context, *args, **kwargs) as span:
-            yield span
-
-
-def service_tracer(provider: TracerProvider) -> Tracer:
-    """The service's tracer from ``provider``; childless when the provider samples nothing."""
-    tracer = provider.get_tracer(TRACER_NAME)
-    return ChildlessTracer(tracer) if provider.sampler is ALWAYS_OFF else tracer
