@@ -43,6 +43,28 @@ async def test_a_lone_item_waits_at_most_max_wait() -> None:
     await batcher.close()
 
 
+async def test_items_that_waited_through_a_running_batch_go_as_soon_as_the_model_is_free() -> None:
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def gated(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            await release.wait()
+        return list(items)
+
+    batcher = MicroBatcher(gated, max_batch=3, max_wait_ms=100)
+    first = asyncio.gather(*(batcher.submit(i) for i in range(3)))  # a full batch: runs at once, held
+    waiting = [asyncio.create_task(batcher.submit(i)) for i in (3, 4)]
+    await asyncio.sleep(0.3)  # 3 and 4 wait through the running batch, past max_wait
+    release.set()
+    await first
+    late = asyncio.create_task(batcher.submit(5))  # arrives after the model is free: too late for 3 and 4
+    assert await asyncio.gather(*waiting, late) == [3, 4, 5]
+    await batcher.close()
+    assert calls == [[0, 1, 2], [3, 4], [5]], "the waiting items were not held for another max_wait"
+
+
 async def test_an_error_in_one_slot_fails_only_that_item() -> None:
     batcher = MicroBatcher(CountingModel(), max_batch=4, max_wait_ms=20)
     results = await asyncio.gather(*(batcher.submit(i) for i in (1, -1, 2)), return_exceptions=True)

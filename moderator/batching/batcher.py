@@ -17,7 +17,7 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,6 +29,12 @@ BatchFn = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
 
 class BatcherClosed(RuntimeError):
     """The batcher was closed before this item's batch ran."""
+
+
+class _Entry(NamedTuple, Generic[T, R]):
+    item: T
+    future: asyncio.Future[R]
+    arrived: float  # loop time of the submit: a batch's max_wait counts from its first item's arrival
 
 
 @dataclass
@@ -60,9 +66,9 @@ class MicroBatcher(Generic[T, R]):
                                       preferred_sizes=tuple(preferred_sizes)))
         self._last_arrival: float | None = None
         self._mean_gap_s: float | None = None
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
-        self._carry: deque[tuple[T, asyncio.Future[R]]] = deque()  # cut off a batch by a preferred size
-        self._running: list[tuple[T, asyncio.Future[R]]] = []
+        self._queue: asyncio.Queue[_Entry[T, R]] = asyncio.Queue()
+        self._carry: deque[_Entry[T, R]] = deque()  # cut off a batch by a preferred size
+        self._running: list[_Entry[T, R]] = []
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self.stats = BatchStats()
@@ -85,13 +91,14 @@ class MicroBatcher(Generic[T, R]):
             raise BatcherClosed("the batcher is closed")
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="micro-batcher")
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._note_arrival()
-        await self._queue.put((item, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        now = loop.time()
+        self._note_arrival(now)
+        await self._queue.put(_Entry(item, future, now))
         return await future
 
-    def _note_arrival(self) -> None:
-        now = asyncio.get_running_loop().time()
+    def _note_arrival(self, now: float) -> None:
         if self._last_arrival is not None:
             # An idle spell counts as a few max_waits at most, so a burst after it shows within a few items.
             gap = min(now - self._last_arrival, 4 * self.max_wait_s)
@@ -106,16 +113,18 @@ class MicroBatcher(Generic[T, R]):
             return False  # no rate known yet (the first item): wait as a fixed batcher would
         return self._last_arrival + self._mean_gap_s > deadline
 
-    async def _next(self, timeout: float | None = None) -> tuple[T, asyncio.Future[R]]:
+    async def _next(self, timeout: float | None = None) -> _Entry[T, R]:
         if self._carry:
             return self._carry.popleft()
         if timeout is None:
             return await self._queue.get()
         return await asyncio.wait_for(self._queue.get(), timeout)
 
-    async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
+    async def _collect(self) -> list[_Entry[T, R]]:
         batch = [await self._next()]
-        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        # From the first item's arrival, not from now: items that queued up while the model ran the
+        # previous batch have waited already, so their batch closes as soon as the model is free.
+        deadline = batch[0].arrived + self.max_wait_s
         while len(batch) < self.max_batch:
             if self._carry or not self._queue.empty():
                 batch.append(await self._next())
@@ -129,7 +138,7 @@ class MicroBatcher(Generic[T, R]):
                 break
         return self._cut(batch)
 
-    def _cut(self, batch: list[tuple[T, asyncio.Future[R]]]) -> list[tuple[T, asyncio.Future[R]]]:
+    def _cut(self, batch: list[_Entry[T, R]]) -> list[_Entry[T, R]]:
         """Cut the batch to the largest preferred size it reaches; the rest lead the next batch."""
         fitting = [size for size in self.config.preferred_sizes if size <= len(batch)]
         if not fitting:
@@ -141,23 +150,23 @@ class MicroBatcher(Generic[T, R]):
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
-            self._running = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            self._running = [entry for entry in batch if not entry.future.cancelled()]
             if self._running:
                 await self._call(self._running)
             self._running = []
 
-    async def _call(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _call(self, live: list[_Entry[T, R]]) -> None:
         self.stats.record(len(live))
         try:
-            results = await self._fn([item for item, _ in live])
+            results = await self._fn([entry.item for entry in live])
             if len(results) != len(live):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
         except Exception as exc:  # noqa: BLE001 - delivered to every caller of this batch
-            for _, fut in live:
-                if not fut.done():
-                    fut.set_exception(exc)
+            for entry in live:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
             return
-        for (_, fut), result in zip(live, results, strict=True):
+        for (_, fut, _), result in zip(live, results, strict=True):
             if fut.done():
                 continue
             if isinstance(result, BaseException):
@@ -181,6 +190,6 @@ class MicroBatcher(Generic[T, R]):
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
         self._running, self._carry = [], deque()
-        for _, fut in pending:
+        for _, fut, _ in pending:
             if not fut.done():
                 fut.set_exception(BatcherClosed("the batcher closed before this item was scored"))
