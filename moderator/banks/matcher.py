@@ -63,21 +63,42 @@ class BankMatcher:
         self.refresh_s = refresh_s
         self.banks: dict[str, LoadedBank] = {}
         self._checked = -float("inf")
-        self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Future[None] | None = None
         self._missing: set[str] = set()
         self._asked: set[str] = set()
 
     async def refresh(self, names: set[str], force: bool = False) -> None:
-        """Reload the named banks whose version changed (at most every ``refresh_s`` unless forced)."""
-        async with self._lock:
-            if not force and names <= self._asked and time.monotonic() - self._checked < self.refresh_s:
+        """Reload the named banks whose version changed (at most every ``refresh_s`` unless forced).
+
+        One refresh runs at a time. Once the names were loaded, a post never waits for a refresh under
+        way (it matches against the banks loaded so far); a post that needs banks not loaded yet waits
+        for it together with every other such post, all woken at once when it lands. (A lock here let
+        the posts through one per event-loop turn after each wait, which capped the cache-hit path.)
+        """
+        while True:
+            if not force and names <= self._asked and (self._refreshing is not None or self._fresh()):
                 return
-            try:
-                await self._reload(names)
-            except RedisError as exc:  # keep matching against the banks already loaded; retry later
-                log.warning("refreshing hash banks failed, matching against the last loaded entries: %s", exc)
-            self._asked |= names
-            self._checked = time.monotonic()
+            if self._refreshing is None:
+                break
+            await asyncio.shield(self._refreshing)
+        self._refreshing = asyncio.ensure_future(self._refresh(names))
+        self._refreshing.add_done_callback(self._refreshed)
+        await asyncio.shield(self._refreshing)
+
+    def _refreshed(self, done: asyncio.Future[None]) -> None:
+        if self._refreshing is done:
+            self._refreshing = None
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._checked < self.refresh_s
+
+    async def _refresh(self, names: set[str]) -> None:
+        try:
+            await self._reload(names)
+        except RedisError as exc:  # keep matching against the banks already loaded; retry later
+            log.warning("refreshing hash banks failed, matching against the last loaded entries: %s", exc)
+        self._asked |= names
+        self._checked = time.monotonic()
 
     async def _reload(self, names: set[str]) -> None:
         versions = await self.store.versions()

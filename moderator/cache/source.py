@@ -52,7 +52,7 @@ class ScoreSource:
 
     async def get(self, content_hash: str, model_version: str, compute: Callable[[], Awaitable[Scores]]) -> Scored:
         """The scores of this content under ``model_version``; ``compute()`` runs only on a miss nobody shares."""
-        with self.telemetry.tracer.start_as_current_span(tracing.CACHE_LOOKUP) as span:
+        with self.telemetry.span(tracing.CACHE_LOOKUP) as span:
             cached = await self.lookups.submit((model_version, content_hash))
             shared = cached is None and self.flights.joinable(content_hash)
             span.set_attributes({"moderator.cache.hit": cached is not None,

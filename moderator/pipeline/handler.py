@@ -93,7 +93,7 @@ class PostHandler:
         # The post's trace continues here (a fresh one when it has no traceparent header).
         with self.telemetry.tracer.start_as_current_span(
             f"consume {record.topic}", context=tracing.context_from_headers(record.headers), kind=SpanKind.CONSUMER,
-            attributes=tracing.consume_attributes(record, self.consumer_group),
+            attributes=tracing.consume_attributes(record, self.consumer_group) if self.telemetry.recording else None,
         ):
             try:
                 decided = await self.moderate(record.value)
@@ -111,11 +111,12 @@ class PostHandler:
         decision = decided.decision
         await self.publish(decision, record)
         await self.observe(decided)
-        get_current_span().set_attributes({
-            "moderator.post_id": decision.post_id, "moderator.action": decision.action.value,
-            "moderator.decision.source": decision.source.value,
-            "moderator.cache.hit": decision.source is DecisionSource.CACHE,
-        })
+        if self.telemetry.recording:
+            get_current_span().set_attributes({
+                "moderator.post_id": decision.post_id, "moderator.action": decision.action.value,
+                "moderator.decision.source": decision.source.value,
+                "moderator.cache.hit": decision.source is DecisionSource.CACHE,
+            })
         await self.review(decided.post, decision)
 
     async def moderate(self, raw: bytes | None, policy: Policy | None = None, scores: Scores | None = None) -> Decided:

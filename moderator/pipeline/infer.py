@@ -39,7 +39,7 @@ class Infer:
 
     async def __call__(self, prepared: Prepared) -> Scores:
         """This post's scores from the next model batch; a model failure on it raises ``IngestError``."""
-        with self.telemetry.tracer.start_as_current_span(tracing.INFERENCE) as inference:
+        with self.telemetry.span(tracing.INFERENCE) as inference:
             try:
                 return await self.batcher.submit((prepared, inference.get_span_context()))
             except Exception as exc:

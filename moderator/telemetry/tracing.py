@@ -119,6 +119,11 @@ def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
     return HttpExporter()
 
 
+def records_spans(provider: TracerProvider) -> bool:
+    """Whether ``provider`` records spans at all (not the one ``build_tracer_provider`` makes without export)."""
+    return provider.sampler is not ALWAYS_OFF
+
+
 def build_tracer_provider() -> TracerProvider:
     """A tracer provider for one service, exporting over OTLP when the OTEL_* variables ask for it.
 
