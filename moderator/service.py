@@ -88,6 +88,7 @@ class ModerationService:
         self.pipeline.publish.connect(Publisher(self.producer, self.settings.output_topic, self.settings.dlq_topic,
                                                 self.settings.kafka_retry_backoff_max_s, self.stopping))
         self.pipeline.observe.connect(self.producer)
+        await self.pipeline.start()
         if self.settings.policy_watch and self._watch is None:
             self._watch = asyncio.create_task(self.reloader.watch(self._stop_watch), name="policy-watch")
         await self.runner.start()

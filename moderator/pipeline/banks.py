@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -45,6 +45,13 @@ class BankCheck:
         """The stage over the banks in ``redis`` (none without Redis)."""
         banks = BankMatcher(BankStore(redis), refresh_s) if redis is not None else None
         return cls(banks, limits, telemetry)
+
+    async def load(self, policies: Iterable[Policy]) -> None:
+        """Load the banks ``policies`` use now, so the first posts do not wait for them (a Redis
+        failure is logged and the banks load on first use)."""
+        names = {name for policy in policies for name in policy.bank_limits}
+        if self.banks is not None and names:
+            await self.banks.refresh(names)
 
     async def __call__(self, post: ValidPost, policy: Policy) -> BankResult:
         """Matches of the post's image in the banks ``policy`` names (perceptual banks decode the image)."""

@@ -147,6 +147,10 @@ class PostHandler:
         scored = await self.scores.get(post.content_hash, model_version, model_scores)
         return scored.scores, DecisionSource.MODEL if scored.computed else DecisionSource.CACHE
 
+    async def start(self) -> None:
+        """Load what the first posts would otherwise wait for (the hash banks the policies use)."""
+        await self.bank_check.load(self.policies.policies.values())
+
     async def close(self) -> None:
         """Stop every stage's workers (after the runner drained): model first, then pending cache writes."""
         await self.observe.close()
