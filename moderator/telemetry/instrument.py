@@ -1,9 +1,10 @@
 """One instrumentation helper for every pipeline stage: span, stage timer and histogram at once.
 
 A stage writes ``with telemetry.stage("validate", span=tracing.VALIDATE):`` and gets its span (a
-child of the post's consume span), its share of the benchmark's per-stage profile (``times``) and
-an observation in ``moderator_stage_seconds{stage}``. The Prometheus metrics are the one set of
-counters; ``counts`` reads them back for tests, the demo and the benchmarks.
+child of the post's consume span, while spans are recorded), its share of the benchmark's
+per-stage profile (``times``) and an observation in ``moderator_stage_seconds{stage}``. The
+Prometheus metrics are the one set of counters; ``counts`` reads them back for tests, the demo
+and the benchmarks.
 """
 
 from __future__ import annotations
