@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from redis.asyncio import Redis
 from typer.testing import CliRunner
@@ -58,6 +60,26 @@ def test_pdq_is_close_for_near_duplicates_and_far_for_other_images() -> None:
         rows = hex_rows([pdq_of(original)])
         assert int(hamming(rows, pdq_of(near_duplicate(original)))[0]) <= 31
         assert int(hamming(rows, pdq_of(render_image("limited offer", seed + 50)))[0]) > 60
+
+
+async def test_missing_bank_is_information_once_per_process_when_declared_and_a_warning_otherwise(
+        servers: Servers, caplog: pytest.LogCaptureFixture) -> None:
+    redis = Redis.from_url(servers.redis_url)
+    store = BankStore(redis, namespace=f"test-banks-{uuid.uuid4().hex[:6]}")
+    declared, typo = f"csam-{uuid.uuid4().hex[:6]}", f"cs4m-{uuid.uuid4().hex[:6]}"
+    image = render_image("x", 1)
+    caplog.set_level(logging.INFO, logger="moderator.banks.matcher")
+    try:
+        for _ in range(2):  # two services in one process (as in `moderator bench`)
+            matcher = BankMatcher(store, refresh_s=0.0)
+            for _ in range(2):
+                assert await matcher.match(image, sha256_hex(image), {declared: 0, typo: 0}, decode,
+                                           frozenset({declared})) == []
+        about = [(r.levelno, r.getMessage()) for r in caplog.records]
+        assert [level for level, message in about if declared in message] == [logging.INFO]
+        assert [level for level, message in about if typo in message] == [logging.WARNING] * 2
+    finally:
+        await redis.aclose()
 
 
 async def test_matcher_finds_exact_and_perceptual_entries_and_follows_bank_changes(servers: Servers) -> None:

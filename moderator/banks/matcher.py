@@ -7,6 +7,7 @@ every ``refresh_s``; PDQ matching is a vectorised Hamming scan (fine up to aroun
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,14 @@ from moderator.banks.schema import BankEntry, BankKind, BankMatch
 from moderator.banks.store import BankError, BankStore
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _note_declared_bank_missing(name: str) -> None:
+    """Once per process: a bank a policy category declares (``banks: [csam]``) is normal to lack
+    until an operator creates and fills it, so this is information, not a warning."""
+    log.info("bank %r is declared by a policy category but not created yet; its rules match nothing until it is",
+             name)
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,11 @@ class BankMatcher:
         self._missing: set[str] = set()
         self._asked: set[str] = set()
 
-    async def refresh(self, names: set[str], force: bool = False) -> None:
+    async def refresh(self, names: set[str], force: bool = False, declared: frozenset[str] = frozenset()) -> None:
         """Reload the named banks whose version changed (at most every ``refresh_s`` unless forced).
+
+        ``declared``: banks a policy category names; their absence is expected and logged once per
+        process at INFO, while a missing bank that only rules name is a warning (likely a typo).
 
         One refresh runs at a time. Once the names were loaded, a post never waits for a refresh under
         way (it matches against the banks loaded so far); a post that needs banks not loaded yet waits
@@ -81,7 +93,7 @@ class BankMatcher:
             if self._refreshing is None:
                 break
             await asyncio.shield(self._refreshing)
-        self._refreshing = asyncio.ensure_future(self._refresh(names))
+        self._refreshing = asyncio.ensure_future(self._refresh(names, declared))
         self._refreshing.add_done_callback(self._refreshed)
         await asyncio.shield(self._refreshing)
 
@@ -92,15 +104,15 @@ class BankMatcher:
     def _fresh(self) -> bool:
         return time.monotonic() - self._checked < self.refresh_s
 
-    async def _refresh(self, names: set[str]) -> None:
+    async def _refresh(self, names: set[str], declared: frozenset[str]) -> None:
         try:
-            await self._reload(names)
+            await self._reload(names, declared)
         except RedisError as exc:  # keep matching against the banks already loaded; retry later
             log.warning("refreshing hash banks failed, matching against the last loaded entries: %s", exc)
         self._asked |= names
         self._checked = time.monotonic()
 
-    async def _reload(self, names: set[str]) -> None:
+    async def _reload(self, names: set[str], declared: frozenset[str]) -> None:
         versions = await self.store.versions()
         for name in names:
             version = versions.get(name, 0)
@@ -110,8 +122,10 @@ class BankMatcher:
             try:
                 info = await self.store.info(name)
             except BankError:
-                if name not in self._missing:
-                    log.warning("policy rules use bank %r, which does not exist (yet)", name)
+                if name in declared:
+                    _note_declared_bank_missing(name)
+                elif name not in self._missing:
+                    log.warning("policy rules use bank %r, which does not exist and no category declares", name)
                 self._missing.add(name)
                 self.banks.pop(name, None)
                 continue
@@ -119,14 +133,15 @@ class BankMatcher:
             self.banks[name] = LoadedBank.of(name, info.kind, version, await self.store.entries(name))
 
     async def match(self, image_bytes: bytes, sha256: str, limits: Mapping[str, int],
-                    decode: Callable[[bytes], Image.Image]) -> list[BankMatch]:
+                    decode: Callable[[bytes], Image.Image], declared: frozenset[str] = frozenset()) -> list[BankMatch]:
         """Matches of a post's image in each bank of ``limits`` (bank -> largest accepted distance).
 
-        The image is decoded (with ``decode``, on a worker thread) only when a perceptual bank is consulted.
+        The image is decoded (with ``decode``, on a worker thread) only when a perceptual bank is
+        consulted. ``declared``: the banks the policy's categories name (see ``refresh``).
         """
         if not limits:
             return []
-        await self.refresh(set(limits))
+        await self.refresh(set(limits), declared=declared)
         banks = [self.banks[name] for name in limits if name in self.banks]
         pdq = None
         if any(b.kind is BankKind.PDQ for b in banks):

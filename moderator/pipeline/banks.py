@@ -50,8 +50,9 @@ class BankCheck:
         """Load the banks ``policies`` use now, so the first posts do not wait for them (a Redis
         failure is logged and the banks load on first use)."""
         names = {name for policy in policies for name in policy.bank_limits}
+        declared = frozenset(name for policy in policies for name in policy.declared_banks)
         if self.banks is not None and names:
-            await self.banks.refresh(names)
+            await self.banks.refresh(names, declared=declared)
 
     async def __call__(self, post: ValidPost, policy: Policy) -> BankResult:
         """Matches of the post's image in the banks ``policy`` names (perceptual banks decode the image)."""
@@ -61,7 +62,8 @@ class BankCheck:
         with self.telemetry.stage("bank_check"):
             try:
                 matches = await self.banks.match(post.image_bytes, sha256_hex(post.image_bytes), bank_limits,
-                                                 lambda data: decode_image(data, self.limits.image))
+                                                 lambda data: decode_image(data, self.limits.image),
+                                                 policy.declared_banks)
             except RedisError as exc:
                 self.errors += 1
                 log.warning("hash bank lookup failed, deciding without banks: %s", exc)

@@ -363,6 +363,11 @@ class Policy(_Strict):
         return bool(category.banks) and set(category.banks) <= blocked and flagged
 
     @functools.cached_property
+    def declared_banks(self) -> frozenset[str]:
+        """Banks a category names as holding its known items (an operator fills them; computed once)."""
+        return frozenset(bank for c in self.categories for bank in c.banks)
+
+    @functools.cached_property
     def provider_mappings(self) -> dict[str, ProviderMapping]:
         """Each category's OpenAI / Llama Guard mapping, by category name (computed once)."""
         return {c.name: c.maps_to for c in self.categories}
