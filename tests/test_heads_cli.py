@@ -50,6 +50,14 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     assert "category: scam, threshold:" in result.output  # thresholds chosen on dev, as policy rules
     assert (heads / "zero-shot-calibration.json").is_file()
 
+    # Cross-validated over train and dev together (features cached by the run above).
+    result = runner.invoke(app, ["heads", "train", "--data", str(train), "--dev", str(dev), "--out", str(tmp_path / "cv"),
+                                 "--policy-dir", policy_dir, "--cv-folds", "2", "--margin", "0", "--margin", "1"])
+    assert result.exit_code == 0, result.output
+    cv = TaskHead.load(tmp_path / "cv" / "task-head.json")
+    assert cv.metrics["examples"] == len(read_labeled(train)) + len(read_labeled(dev)) and cv.metrics["cv_folds"] == 2
+    assert cv.metrics["thresholds"]["margin"] in (0, 1) and "margin=1: held-out recall" in result.output
+
     result = runner.invoke(
         app, ["heads", "eval", "--data", str(test), "--heads-dir", str(heads), "--policy-dir", policy_dir, "--markdown"]
     )

@@ -131,20 +131,27 @@ def train(
     ] = 10.0,
     fpr: Annotated[float, typer.Option("--fpr", help="Post-level false-positive rate to choose thresholds for")] = 0.02,
     margin: Annotated[
-        float, typer.Option("--margin", help="Logit margin added to each threshold chosen on dev (unseen benign "
-                            "phrasings score higher than dev's)")
-    ] = 1.5,
+        list[float] | None,
+        typer.Option("--margin", help="Logit margin added to each threshold chosen on dev (unseen benign phrasings "
+                     "score higher than dev's) [default: 1.5]; with --cv-folds, several: the one whose held-out "
+                     "FPR stays within --fpr with the most held-out recall wins"),
+    ] = None,
+    cv_folds: Annotated[
+        int, typer.Option("--cv-folds", help="K > 1: grouped K-fold over --data and --dev together (posts grouped "
+                          "by metadata.phrasing); L2 and thresholds chosen on out-of-fold scores, the head trained "
+                          "on both. 0: train on --data, choose on --dev")
+    ] = 0,
     policy_dir: PolicyDirOption = None,
     policy: PolicyOption = None,
 ) -> None:
     """Train a task head (and zero-shot calibration) on frozen features of the active encoder.
 
     With a dev set, the L2 strength with the best mean recall at 2% FPR on dev is kept, and
-    thresholds for ``--fpr`` (post-level, on dev) are printed as policy rules.
+    thresholds for ``--fpr`` (post-level, on dev) are printed as policy rules. With ``--cv-folds``,
+    both are chosen on out-of-fold scores over train and dev, and the head is fitted on both.
     """
-    from moderator.evaldata import DEV_PATH, TRAIN_PATH, label_matrix
+    from moderator.evaldata import DEV_PATH, TRAIN_PATH
     from moderator.model.calibration import CALIBRATION_FILE
-    from moderator.model.evaluation import encode_examples
     from moderator.model.heads import HEAD_KINDS
     from moderator.model.loader import load_classifier
 
@@ -155,20 +162,25 @@ def train(
     data_path = data or TRAIN_PATH
     dev_path = dev or (DEV_PATH if data is None else None)
     spec = _head_spec(settings, policy)
-    examples = _read_labeled(data_path)
     classifier = load_classifier(settings, spec)
-    status.print(f"encoding {len(examples)} posts from {data_path} with {classifier.info.name} ...")
-    encoded = encode_examples(classifier, examples)
-    labels = label_matrix(examples, spec.names)
-    dev_set = None
-    if dev_path is not None:
-        dev_examples = _read_labeled(dev_path)
-        status.print(f"encoding {len(dev_examples)} dev posts from {dev_path} ...")
-        dev_set = (dev_examples, encode_examples(classifier, dev_examples), label_matrix(dev_examples, spec.names))
-    strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
-                                               kind=kind, steps=steps, benign_weight=benign_weight)
-    thresholds = _record_metrics(head, spec.names, calibration, (examples, encoded, labels), data_path, dev_set,
-                                 dev_path, strength=strength, benign_weight=benign_weight, fpr=fpr, margin=margin)
+    examples, encoded, labels = _encoded(classifier, data_path, "")
+    dev_set = _encoded(classifier, dev_path, "dev ") if dev_path is not None else None
+    margins = margin or [1.5]
+    if cv_folds > 1:
+        sources = [data_path] + ([dev_path] if dev_path is not None else [])
+        if dev_set is not None:
+            examples, encoded, labels = _joined((examples, encoded, labels), dev_set)
+        strength, head, calibration, thresholds = _cross_validated(
+            classifier, (examples, encoded, labels), sources, l2 or [1e-2], folds=cv_folds, name=name, kind=kind,
+            steps=steps, benign_weight=benign_weight, fpr=fpr, margins=margins)
+        chosen_for = f"{fpr:g} post-level FPR on {cv_folds}-fold out-of-fold scores"
+    else:
+        strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
+                                                   kind=kind, steps=steps, benign_weight=benign_weight)
+        thresholds = _record_metrics(head, spec.names, calibration, (examples, encoded, labels), data_path, dev_set,
+                                     dev_path, strength=strength, benign_weight=benign_weight, fpr=fpr,
+                                     margin=margins[0])
+        chosen_for = f"{fpr:g} post-level FPR on {dev_path.name if dev_path else ''}"
     path = head.save(out_dir)
     (out_dir / CALIBRATION_FILE).write_text(
         calibration.to_json(encoder=classifier.encoder_id, fingerprint=spec.fingerprint()),
@@ -176,8 +188,71 @@ def train(
     )
     console.print(f"head {head.name} ({head.kind}, l2={strength:g}) version {head.version} -> {path}")
     console.print(f"categories: {', '.join(head.categories)}; zero-shot calibration -> {out_dir / CALIBRATION_FILE}")
-    if dev_set is not None:
-        _print_thresholds(thresholds, f"{fpr:g} post-level FPR on {dev_path.name}, logit margin {margin:g}")
+    if thresholds:
+        _print_thresholds(thresholds, f"{chosen_for}, logit margin {head.metrics['thresholds']['margin']:g}")
+
+
+LabeledSet = tuple["list[LabeledPost]", "Encoded", np.ndarray]
+
+
+def _encoded(classifier: HeadedClassifier, path: Path, what: str) -> LabeledSet:
+    """A labeled file's posts, their features (cached) and label matrix."""
+    from moderator.evaldata import label_matrix
+    from moderator.model.evaluation import encode_examples
+
+    examples = _read_labeled(path)
+    status.print(f"encoding {len(examples)} {what}posts from {path} with {classifier.info.name} ...")
+    return examples, encode_examples(classifier, examples), label_matrix(examples, classifier.spec.names)
+
+
+def _joined(first: LabeledSet, second: LabeledSet) -> LabeledSet:
+    """Two encoded labeled sets as one (train and dev, for cross-validation)."""
+    from moderator.model.scoring import Encoded
+
+    encoded = Encoded(*(np.concatenate([getattr(first[1], f), getattr(second[1], f)])
+                        for f in ("features", "zero_shot", "floor")))
+    return [*first[0], *second[0]], encoded, np.concatenate([first[2], second[2]])
+
+
+def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: list[Path], strengths: list[float], *,
+                     folds: int, name: str, kind: HeadKind, steps: int, benign_weight: float, fpr: float,
+                     margins: list[float]) -> tuple[float, TaskHead, Calibration, dict[str, float]]:
+    """L2 and margin with the best held-out recall within ``fpr`` under grouped k-fold, thresholds on
+    its out-of-fold scores, and the head fitted on all of ``data``."""
+    from moderator.model.crossval import best_setting, cross_validate
+    from moderator.model.evaluation import category_metrics, fit_heads
+    from moderator.model.scoring import Encoded, HeadStack
+
+    examples, encoded, labels = data
+    names = classifier.spec.names
+
+    def score(l2: float, train: np.ndarray, held: np.ndarray) -> np.ndarray:
+        head, calibration = fit_heads(
+            classifier, Encoded(encoded.features[train], encoded.zero_shot[train], encoded.floor[train]),
+            labels[train], name=name, kind=kind, steps=steps, l2=l2, benign_weight=benign_weight)
+        held_out = Encoded(encoded.features[held], encoded.zero_shot[held], encoded.floor[held])
+        return HeadStack(names, calibration, [head]).scores(held_out)
+
+    results = cross_validate(examples, labels, names, folds, fpr, strengths, score, margins=margins)
+    for r in results:
+        status.print(f"l2={r.l2:g} margin={r.margin:g}: held-out recall {r.held_out.recall:.3f} at benign FPR "
+                     f"{r.held_out.false_positive_rate:.3f} ({folds} folds, thresholds chosen on the others)")
+    best = best_setting(results, fpr)
+    head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps, l2=best.l2,
+                                  benign_weight=benign_weight)
+    head.metrics = {
+        "data": "+".join(p.name for p in sources),
+        "data_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12],
+        "examples": len(examples),
+        "l2": best.l2,
+        "benign_weight": benign_weight,
+        "cv_folds": folds,
+        "oof_roc_auc": {m.category: m.roc_auc for m in category_metrics(names, examples, best.scores, labels)},
+        "held_out": {"recall": best.held_out.recall, "false_positive_rate": best.held_out.false_positive_rate},
+        "thresholds": {"fpr": fpr, "margin": best.margin, "data": f"{folds}-fold out-of-fold", "by_category":
+                       best.thresholds},
+    }
+    return best.l2, head, calibration, best.thresholds
 
 
 def _record_metrics(head: TaskHead, names: list[str], calibration: Calibration,
@@ -324,8 +399,10 @@ def _print_report(title: str, metrics: list[Any], overall: Any, markdown: bool) 
     aucs = [m.roc_auc for m in metrics if m.roc_auc is not None]
     title = f"{title} mean ROC-AUC {np.mean(aucs):.3f}"
     by_mode = ", ".join(f"{mode} {_fmt(r, 2)}" for mode, r in overall.recall_by_mode.items())
+    by_category = ", ".join(f"{name} {_fmt(r, 2)}" for name, r in overall.recall_by_category.items() if r is not None)
     summary = (f"at the policy's thresholds: harmful recall {overall.recall:.3f} ({by_mode}), "
-               f"benign FPR {overall.false_positive_rate:.3f} ({overall.harmful} harmful, {overall.benign} benign)")
+               f"benign FPR {overall.false_positive_rate:.3f} ({overall.harmful} harmful, {overall.benign} benign); "
+               f"recall per category: {by_category}")
     if markdown:
         typer.echo(f"\n**{title}**\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
         for row in rows:

@@ -202,12 +202,14 @@ class PostLevel:
     recall: float
     false_positive_rate: float
     recall_by_mode: dict[str, float | None]
+    recall_by_category: dict[str, float | None]
 
 
 def post_level(
     names: Sequence[str], examples: Sequence[LabeledPost], scores: np.ndarray, thresholds: Mapping[str, float]
 ) -> PostLevel:
-    """Harmful posts flagged (any category at or above its threshold) and benign posts flagged."""
+    """Harmful posts flagged (any category at or above its threshold) and benign posts flagged; the
+    harmful recall also per mode and per category (posts labeled with it, flagged by any rule)."""
     columns = [j for j, name in enumerate(names) if name in thresholds]
     limits = np.array([thresholds[names[j]] for j in columns])
     flagged = (scores[:, columns] >= limits).any(axis=1)
@@ -219,6 +221,9 @@ def post_level(
         recall=float(flagged[harmful].mean()) if harmful.any() else 0.0,
         false_positive_rate=float(flagged[~harmful].mean()) if (~harmful).any() else 0.0,
         recall_by_mode={mode: recall_at(flagged.astype(float), harmful & (modes == mode), 0.5) for mode in MODES},
+        recall_by_category={name: recall_at(flagged.astype(float), np.array([ex.labels.get(name) == 1
+                                                                             for ex in examples]), 0.5)
+                            for name in names},
     )
 
 

@@ -4,7 +4,8 @@ Everything it needs ships inside pip packages, so ``moderator serve`` scores rea
 model settings and no network:
 
 * image -> open_nsfw probability (the floor of any nudity category) and the text rendered in it;
-* caption and OCR text -> MiniLM embeddings, also for a re-spaced variant (OCR drops spaces);
+* caption and OCR text -> disguises undone (leetspeak, spaced letters) -> MiniLM embeddings, also
+  for a re-spaced variant (OCR drops spaces);
 * zero-shot text heads: similarity to each category's prompt ensemble minus similarity to the
   closest neutral prompt, calibrated per category;
 * trained heads (``MODERATOR_HEADS_DIR``) on the same frozen features replace zero-shot heads for
@@ -31,7 +32,7 @@ from moderator.telemetry.stages import StageTimes
 # Categories scored (also) by open_nsfw, by the names policies use for sexual content.
 NSFW_CATEGORIES = frozenset({"nudity", "nsfw", "sexual", "sexual_content", "explicit", "porn", "pornography"})
 # Bump when the feature layout or zero-shot recipe changes: trained heads and caches then reset.
-FEATURES_VERSION = "offline-v1"
+FEATURES_VERSION = "offline-v2"
 # MiniLM margins: unrelated text sits near 0 or below, on-topic text at 0.3-0.5. This maps a
 # margin of 0.2 to 0.5 and spreads 0.05..0.35 over roughly 0.05..0.95.
 DEFAULT_CALIBRATION = (0.05, -4.0)
@@ -103,7 +104,9 @@ class OfflineStackClassifier:
                 read = self.ocr.read(images)
             for i, text in zip(image_idx, read, strict=True):
                 ocr_texts[i] = text
-        captions = [(item.text or "").strip() for item in items]
+        # Disguised spellings ("k1ll", "k i l l") undone before anything is embedded.
+        captions = [self.text.deobfuscate((item.text or "").strip()) for item in items]
+        ocr_texts = [self.text.deobfuscate(text) for text in ocr_texts]
         ocr_spaced = [self.text.resegmenter(text) if text else "" for text in ocr_texts]
         variants = [self._variants(captions[i], ocr_texts[i], ocr_spaced[i]) for i in range(n)]
         # Every text embedded once per batch, in one call (captions and OCR text are variants too).

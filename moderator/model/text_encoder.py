@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from moderator.model.deobfuscate import Deobfuscator
 from moderator.model.device import inference_dtype
 from moderator.model.segment import Resegmenter
 from moderator.model.versions import directory_digest, package_version
@@ -44,7 +45,9 @@ class MiniLMEncoder:
             AutoModel.from_pretrained(path, local_files_only=True, dtype=inference_dtype(device)).to(device).eval()
         )
         self.version = f"{_DISTRIBUTION} {package_version(_DISTRIBUTION)} ({directory_digest(path)})"
-        self.resegmenter = Resegmenter(self._vocabulary_words())
+        words = self._vocabulary_words()
+        self.resegmenter = Resegmenter(words)
+        self.deobfuscate = Deobfuscator(words)
 
     def _vocabulary_words(self) -> list[str]:
         """Whole-word entries of the WordPiece vocabulary, in id order (roughly by frequency)."""

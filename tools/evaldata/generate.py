@@ -4,8 +4,9 @@ Every phrasing of ``phrases.py`` becomes several posts: the phrasing as the capt
 textless picture), the phrasing only rendered inside an image under a neutral caption ("lol"),
 for some phrasings both at once, and for some a disguised copy (leetspeak, spaced or dotted
 letters) as caption or image. Benign near misses are built the same way, next to textless generated
-pictures. Splits are drawn by phrasing (half train, a quarter dev, a quarter test per group), so a
-phrasing and its variants never straddle splits.
+pictures. Splits are drawn by phrasing (half train, a quarter dev, a quarter test per group, the
+second batch of ``phrases_more.py`` apart from the first), so a phrasing and its variants never
+straddle splits; ``metadata.phrasing`` names the phrasing a post was built from.
 
 Deterministic for a given Pillow version; images are small JPEGs drawn with Pillow's bundled font.
 This is a development tool: the service never imports it, it only reads the files it writes.
@@ -27,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from moderator.evaldata import CATEGORIES, SPLIT_PATHS, LabeledPost, write_labeled
 from moderator.ingest.schema import ImageRef, Post
 from tools.evaldata.phrases import ALSO, BENIGN, HARMFUL, NEUTRAL_CAPTIONS, PHOTO_CAPTIONS
+from tools.evaldata.phrases_more import BENIGN_MORE, HARMFUL_MORE
 
 SIZES = [(256, 160), (224, 224), (288, 144)]
 SPLIT_SHARES = (("train", 0.5), ("dev", 0.25), ("test", 0.25))
@@ -143,6 +145,11 @@ class Phrasing:
     text: str
     positive: frozenset[str]
 
+    @property
+    def key(self) -> str:
+        """A short stable id shared by every post built from this phrasing (for grouped folds)."""
+        return hashlib.sha256(f"{self.group}|{self.text}".encode()).hexdigest()[:12]
+
 
 def _labels(positive: frozenset[str]) -> dict[str, int]:
     return {c: int(c in positive) for c in CATEGORIES}
@@ -157,7 +164,8 @@ class _Builder:
             text: str | None, image: Image.Image | None) -> None:
         self.count += 1
         metadata = {"mode": mode, "kind": kind, "variant": variant, "split": split,
-                    "group": phrasing.group if phrasing else "scene"}
+                    "group": phrasing.group if phrasing else "scene",
+                    "phrasing": phrasing.key if phrasing else f"scene-{self.count}"}
         post = Post(post_id=f"eval-{self.count:05d}", user_id="eval", text=text or None,
                     image=ImageRef(data_b64=_jpeg_b64(image)) if image is not None else None, metadata=metadata)
         self.posts[split].append(LabeledPost(post, _labels(phrasing.positive if phrasing else frozenset())))
@@ -206,17 +214,23 @@ def _splits(group: str, count: int) -> list[str]:
     return split_of
 
 
+def _groups() -> list[tuple[str, list[str], list[str], frozenset[str]]]:
+    """(group, first-batch texts, second-batch texts, labels of the group) for every group."""
+    groups = [(category, texts, HARMFUL_MORE.get(category, []), frozenset({category, *extra}))
+              for category, (extra, texts) in HARMFUL.items()]
+    looks_like = list(dict.fromkeys([*BENIGN, *BENIGN_MORE]))
+    groups += [(f"benign-{name}", BENIGN.get(name, []), BENIGN_MORE.get(name, []), frozenset()) for name in looks_like]
+    return groups
+
+
 def build() -> dict[str, list[LabeledPost]]:
     """All splits in memory."""
     builder = _Builder()
-    groups: list[tuple[str, list[Phrasing]]] = []
-    for category, (extra, texts) in HARMFUL.items():
-        groups.append((category, [Phrasing(category, t, frozenset({category, *extra, *ALSO.get(t, ())}))
-                                  for t in texts]))
-    for looks_like, texts in BENIGN.items():
-        groups.append((f"benign-{looks_like}", [Phrasing(f"benign-{looks_like}", t, frozenset()) for t in texts]))
-    for group, phrasings in groups:
-        for index, (p, split) in enumerate(zip(phrasings, _splits(group, len(phrasings)), strict=True)):
+    for group, first, second, labels in _groups():
+        phrasings = [Phrasing(group, t, labels | frozenset(ALSO.get(t, ()))) for t in [*first, *second]]
+        # Each batch split on its own, so that adding phrasings never moves an existing one.
+        splits = _splits(group, len(first)) + _splits(f"{group}/more", len(second))
+        for index, (p, split) in enumerate(zip(phrasings, splits, strict=True)):
             builder.phrasing(split, p, index)
     for index, split in enumerate(_splits("scene", 48)):
         builder.scene(split, index)
