@@ -37,7 +37,16 @@ def test_gpu_bench_small_mode_runs_without_service_dependencies(tmp_path: Path) 
         for key in ("limit_posts_per_s", "bare_posts_per_s", "pipeline_posts_per_s"):
             assert model[key] > 0, key
         assert set(model["low_load_ms"]) == {"p50", "p99", "max"}
-        assert model["processes_posts_per_s"]["2"] > 0
+        assert set(model["batch1_split_ms"]) == {"prepare", "tokenise", "h2d", "forward", "d2h_scores", "total"}
+        assert all(v > 0 for v in model["batch1_split_ms"].values()), model["batch1_split_ms"]
         assert model["gpu_busy_pct"] is None and model["gpu_busy_source"] == "n/a"
+    # Both several-process arrangements ran (first shape only in small mode): every post came back
+    # scored, and the shared model process joined the feeders' chunks into batches.
+    arrangements = report["models"][0]["processes"]
+    assert set(arrangements) == {"independent", "shared"}
+    for arrangement in arrangements.values():
+        assert arrangement["2"]["posts_per_s"] > 0 and arrangement["2"]["mean_batch"] >= 1
+    assert arrangements["shared"]["2"]["mean_batch"] > 1
     table = (tmp_path / "gpu-bench.md").read_text()
     assert "pipeline / pure-forward limit" in table and "tiny-siglip (batch 8)" in table
+    assert "K feeder processes sharing one model process" in table

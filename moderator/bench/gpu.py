@@ -10,7 +10,11 @@ random weights (bf16 on CUDA; no download, the compute is real) and measures, si
   the service's adaptive one does (``GreedyBatcher``; the service's own needs pydantic) and a model
   thread, with CPU decoding and, where torchvision is present, with nvjpeg decoding on the GPU;
 * GPU busy % while the pipeline runs (NVML through pynvml, else ``nvidia-smi`` sampling, else n/a);
-* batch-1 latency (the forward alone, and one post through preparation + forward);
+* K processes on the one GPU in two arrangements (``gpu_workers``): each with its own model
+  (``serve --workers K``), and K feeder processes preparing into shared memory for ONE model process;
+* batch-1 latency: both towers alone on inputs already on the device, the model stage, one post
+  through preparation + forward, and that post's steps synchronised one by one (prepare, tokenise,
+  host-to-device, forward, scores back to the host), which says where a batch's fixed cost goes;
 * low-load latency: posts arriving one at a time, p50/p99 against max_wait + 2 x the batch-1 forward.
 
 Kafka and Redis are not involved (they are measured by ``moderator bench``); this isolates whether
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import platform
 import random
 import shutil
@@ -37,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +51,13 @@ import torch
 from PIL import Image
 
 from moderator.bench.photos import caption, photo_set
-from moderator.model.forward import DualEncoderForward, nvjpeg_available
+from moderator.model.forward import DualEncoderForward, nvjpeg_available, row_index
 from moderator.model.prepare import ImageRecipe, PreparedBatch, Preparer, cpu_count
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BICUBIC = int(Image.Resampling.BICUBIC)
+SPLIT_STAGES = ("prepare", "tokenise", "h2d", "forward", "d2h_scores")
 LOW_LOAD_RATE = 20.0  # posts per second arriving one at a time
 PROMPTS = ("an ordinary photo", "earn money from home", "buy illegal drugs online", "a graphic photo of violence",
            "a sexually explicit photo", "hateful slurs")
@@ -127,6 +133,26 @@ def build_tokenizer(shape: Shape, words: Sequence[str]) -> Any:
         pad = "<pad>"
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
                                    pad_token=pad, model_max_length=shape.text["max_position_embeddings"])
+
+
+def text_kwargs(shape: Shape) -> dict[str, Any]:
+    """The tokenizer arguments ``DualEncoderForward.text_kwargs`` gives this shape's model."""
+    return {"padding": "max_length" if shape.kind == "siglip" else True, "truncation": True}
+
+
+def build_preparer(shape: Shape, posts: Sequence[Post]) -> Preparer:
+    """The service's preparation for ``shape`` (tokenizer over the posts' words, the checkpoint's image
+    recipe), without the model: what a feeder process of the shared-inference arrangement needs."""
+    tokenizer = build_tokenizer(shape, [w for p in posts for w in p.text.split()] + " ".join(PROMPTS).split())
+    return Preparer(tokenizer, shape.recipe, text_kwargs(shape))
+
+
+def decode_at_scale(jpeg: bytes, side: int | None) -> Image.Image:
+    """RGB pixels of ``jpeg`` decoded at the model's scale, as ``ingest.images.decode_image(min_side=...)``."""
+    with Image.open(io.BytesIO(jpeg)) as image:
+        if side is not None and min(image.size) >= 2 * side:
+            image.draft("RGB", (side, side))
+        return image.convert("RGB")
 
 
 def build_model(shape: Shape, vocab_size: int, pad_id: int, eos_id: int, device: torch.device,
@@ -288,12 +314,17 @@ class ModelResult:
     nvjpeg_gpu_busy_pct: float | None = None
     batch1_forward_ms: dict[str, float] = field(default_factory=dict)
     batch1_post_ms: dict[str, float] = field(default_factory=dict)  # preparation + forward of one post
+    batch1_pure_ms: dict[str, float] = field(default_factory=dict)  # both towers, inputs already on the device
+    # One post through the service's steps, synchronised after each: prepare (decode at the model's
+    # scale, resize to uint8), tokenise, h2d (copies, normalisation), forward (both towers), d2h_scores.
+    batch1_split_ms: dict[str, float] = field(default_factory=dict)
     low_load_ms: dict[str, float] = field(default_factory=dict)
     low_load_bound_ms: float = 0.0
     prepare_workers: int = 0
-    # Several processes (as `serve --workers N`), each with its own model copy and cores / N preparation
-    # threads, running the photo pipeline at the same time on the same GPU: N -> total posts/s.
-    processes_posts_per_s: dict[str, float] = field(default_factory=dict)
+    # K processes on one device at once, cores / K preparation threads each, in two arrangements:
+    # "independent" (each its own model: `serve --workers K`) and "shared" (K feeder processes, one
+    # model process): arrangement -> K -> posts_per_s, mean_batch, gpu_busy_pct.
+    processes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def pipeline_vs_limit(self) -> float:
@@ -332,10 +363,11 @@ class Bench:
                  seconds: float, repeats: int, workers: int) -> None:
         self.shape, self.device, self.dtype, self.posts, self.seconds = shape, device, dtype, posts, seconds
         self.repeats = repeats
-        tokenizer = build_tokenizer(shape, [w for p in posts for w in p.text.split()] + " ".join(PROMPTS).split())
+        self.preparer = build_preparer(shape, posts)
+        tokenizer = self.preparer.tokenizer
         self.model = build_model(shape, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, device, dtype)
-        self.preparer = Preparer(tokenizer, shape.recipe, DualEncoderForward.text_kwargs(self.model))
         self.forward = DualEncoderForward(self.model, self.preparer, device, dtype)
+        assert self.preparer.text_kwargs == DualEncoderForward.text_kwargs(self.model)
         self.workers = workers
         prompts = self.preparer(list(PROMPTS), [None] * len(PROMPTS))
         assert prompts.input_ids is not None and prompts.attention_mask is not None
@@ -346,12 +378,7 @@ class Bench:
         """What the service's preparation pool does for one post (decode at the model's scale, prepare)."""
         if gpu_decode:
             return self.preparer([post.text], [None], [post.jpeg])
-        with Image.open(io.BytesIO(post.jpeg)) as image:
-            side = self.preparer.min_decode_side
-            if side is not None and min(image.size) >= 2 * side:  # as ingest.images.decode_image(min_side=...)
-                image.draft("RGB", (side, side))
-            rgb = image.convert("RGB")
-        return self.preparer([post.text], [rgb])
+        return self.preparer([post.text], [decode_at_scale(post.jpeg, self.preparer.min_decode_side)])
 
     @torch.inference_mode()
     def infer(self, parts: Sequence[PreparedBatch]) -> np.ndarray:
@@ -361,11 +388,15 @@ class Bench:
         if batch.text_rows:
             assert batch.input_ids is not None and batch.attention_mask is not None
             emb = self.forward.text_features(batch.input_ids, batch.attention_mask)
-            logits[batch.text_rows] = self.forward.zero_shot_logits(emb, self.categories, self.neutral)
+            logits[row_index(batch.text_rows, batch.size, self.device)] = self.zero_shot(emb)
         rows, emb = self.forward.image_features(batch)
         if rows:
-            logits[rows] = torch.maximum(logits[rows], self.forward.zero_shot_logits(emb, self.categories, self.neutral))
+            index = row_index(rows, batch.size, self.device)
+            logits[index] = torch.maximum(logits[index], self.zero_shot(emb))
         return torch.sigmoid(logits).cpu().numpy()
+
+    def zero_shot(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.forward.zero_shot_logits(emb, self.categories, self.neutral)
 
     def pure_forward(self, result: ModelResult) -> None:
         b = self.shape.batch
@@ -377,11 +408,10 @@ class Bench:
         assert texts.input_ids is not None
         length = texts.input_ids.shape[1]
         ids = torch.randint(4, 20, (b, length), device=self.device)
-        mask = torch.ones_like(ids)
         with torch.inference_mode():
             result.vision_images_per_s = round(_rate(lambda: self.model.get_image_features(pixel_values=pixels), b,
                                                      self.device, self.seconds), 1)
-            result.text_per_s = round(_rate(lambda: self.model.get_text_features(input_ids=ids, attention_mask=mask),
+            result.text_per_s = round(_rate(lambda: self.model.get_text_features(input_ids=ids),
                                             b, self.device, self.seconds), 1)
         result.limit_posts_per_s = round(1 / (1 / result.vision_images_per_s + 1 / result.text_per_s), 1)
 
@@ -394,6 +424,46 @@ class Bench:
         result.batch1_forward_ms = _percentiles(_timed(lambda: self.infer(one), self.repeats))
         result.batch1_post_ms = _percentiles(_timed(lambda: self.infer([self.prepare_post(self.posts[0])]),
                                                     self.repeats))
+        self.batch1_split(result)
+
+    def batch1_split(self, result: ModelResult) -> None:
+        """Where one post's time goes: the service's own steps run one after another, synchronised
+        after each (p50 ms), beside both towers alone on tensors already on the device."""
+        post, stages = self.posts[0], SPLIT_STAGES
+        splits: dict[str, list[float]] = {stage: [] for stage in (*stages, "total")}
+        pure: list[float] = []
+        for _ in range(self.repeats + 1):  # the first round warms up
+            marks = [time.perf_counter()]
+
+            def mark() -> None:
+                _sync(self.device)
+                marks.append(time.perf_counter())
+
+            with torch.inference_mode():
+                image = self.preparer([None], [decode_at_scale(post.jpeg, self.preparer.min_decode_side)])
+                mark()
+                tokens = self.preparer([post.text], [None])
+                mark()
+                assert tokens.input_ids is not None and tokens.attention_mask is not None
+                ids, mask = self.forward.text_inputs(tokens.input_ids, tokens.attention_mask)
+                rows, pixels = self.forward.image_inputs(image)
+                assert pixels is not None
+                mark()
+                text_emb = self.forward.text_forward(ids, mask)
+                image_emb = self.forward.image_forward(pixels, len(rows))
+                mark()
+                logits = torch.maximum(self.zero_shot(text_emb), self.zero_shot(image_emb))
+                torch.sigmoid(logits).cpu().numpy()
+                mark()
+                self.model.get_text_features(input_ids=ids, attention_mask=mask)
+                self.model.get_image_features(pixel_values=pixels)
+                mark()
+            for stage, start, end in zip(stages, marks, marks[1:], strict=False):
+                splits[stage].append(1000 * (end - start))
+            splits["total"].append(1000 * (marks[5] - marks[0]))
+            pure.append(1000 * (marks[6] - marks[5]))
+        result.batch1_split_ms = {stage: round(statistics.median(v[1:]), 2) for stage, v in splits.items()}
+        result.batch1_pure_ms = _percentiles(pure[1:])
 
     async def _through_pipeline(self, posts: Sequence[Post], gpu_decode: bool,
                                 arrival_gap_s: float | None) -> tuple[float, list[float], list[int]]:
@@ -462,41 +532,6 @@ def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
-def _process_share(args: tuple[str, bool, str, int, float, Any]) -> tuple[int, float, float]:
-    """One of several processes: build the shape, warm up, wait for the others, run the photo pipeline.
-
-    Returns (posts, wall-clock start, wall-clock end).
-    """
-    name, small, device_name, workers, seconds, barrier = args
-    device = torch.device(device_name)
-    shape = next(s for s in shapes(small) if s.name == name)
-    bench = Bench(shape, device, _dtype(device), _posts(small), seconds, 1, workers)
-    posts = [bench.posts[i % len(bench.posts)] for i in range(shape.pipeline_posts)]
-    asyncio.run(bench._through_pipeline(posts[: 2 * shape.batch], False, None))
-    barrier.wait()
-    started = time.time()
-    asyncio.run(bench._through_pipeline(posts, False, None))
-    return len(posts), started, time.time()
-
-
-def processes_pipeline(name: str, small: bool, device: torch.device, count: int, seconds: float) -> float:
-    """Total posts/s of ``count`` processes running the photo pipeline on one device at once."""
-    import multiprocessing
-
-    # By module path, not this function's globals: run as `python -m`, this module is __main__,
-    # which spawned children cannot import.
-    from moderator.bench.gpu import _process_share as share_fn
-
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        barrier = manager.Barrier(count)
-        share = max(1, cpu_count() // count)
-        with context.Pool(count) as pool:
-            results = pool.map(share_fn, [(name, small, str(device), share, seconds, barrier)] * count)
-    posts = sum(n for n, _, _ in results)
-    return round(posts / (max(end for _, _, end in results) - min(start for _, start, _ in results)), 1)
-
-
 # ----- the run and its report ----------------------------------------------------------------------
 
 
@@ -512,42 +547,72 @@ def _posts(small: bool) -> list[Post]:
     return [Post(caption(rng), photos[i % len(photos)]) for i in range(64 if small else 512)]
 
 
-def run(small: bool, output: Path, device_name: str | None = None, only: Sequence[str] = ()) -> dict[str, Any]:
-    """Measure every shape (or those named in ``only``); write JSON and markdown to ``output``."""
+def run(small: bool, output: Path, device_name: str | None = None, only: Sequence[str] = (),
+        pipeline_posts: int | None = None, process_counts: Sequence[int] | None = None) -> dict[str, Any]:
+    """Measure every shape (or those named in ``only``); write JSON and markdown to ``output``.
+
+    ``pipeline_posts`` overrides each shape's post count for the pipeline runs (per process);
+    ``process_counts`` the K of the several-process arrangements (default 2 and 4; 2 when small).
+    """
     started = time.perf_counter()
     device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = _dtype(device)
-    posts = _posts(small)
-    seconds = 0.2 if small else 3.0
-    workers = cpu_count()
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor()})",
-        "dtype": str(dtype).removeprefix("torch."), "cores": workers, "small": small,
+        "dtype": str(dtype).removeprefix("torch."), "cores": cpu_count(), "small": small,
         "torch": torch.__version__, "transformers": _version("transformers"), "torchvision": _version("torchvision"),
-        "nvjpeg": nvjpeg_available(device), "models": [],
+        "nvjpeg": nvjpeg_available(device), "load_average": _load_average(), "models": [],
     }
+    counts = tuple(process_counts or ((2,) if small else (2, 4)))
     for shape in shapes(small):
         if only and shape.name not in only:
             continue
-        bench = Bench(shape, device, dtype, posts, seconds, 5 if small else 50, workers)
-        result = ModelResult(name=shape.name, batch=shape.batch, prepare_workers=workers)
-        bench.pure_forward(result)
-        bench.bare(result)
-        bench.pipeline(result, gpu_decode=False)
-        if report["nvjpeg"]:
-            bench.pipeline(result, gpu_decode=True)
-        bench.low_load(result, count=6 if small else 100, rate_per_s=LOW_LOAD_RATE, max_wait_ms=20.0)
-        del bench
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        for count in (2,) if small else (2, 4):
-            result.processes_posts_per_s[str(count)] = processes_pipeline(shape.name, small, device, count, seconds)
+        if pipeline_posts:
+            shape = replace(shape, pipeline_posts=pipeline_posts)
+        # Small mode checks that the several-process arrangements run, on the first shape only:
+        # each starts fresh interpreters, which is most of the smoke test's time.
+        result = measure_shape(shape, small, device, bool(report["nvjpeg"]),
+                               () if small and report["models"] else counts)
         report["models"].append({**asdict(result), "pipeline_vs_limit": round(result.pipeline_vs_limit, 3)})
+    report["load_average_after"] = _load_average()
     report["seconds"] = round(time.perf_counter() - started, 1)
     output.mkdir(parents=True, exist_ok=True)
     (output / "gpu-bench.json").write_text(json.dumps(report, indent=2))
     (output / "gpu-bench.md").write_text(markdown(report))
     return report
+
+
+def measure_shape(shape: Shape, small: bool, device: torch.device, nvjpeg: bool,
+                  process_counts: Sequence[int]) -> ModelResult:
+    """Every measurement of one shape: one process first, then K processes in both arrangements."""
+    from moderator.bench import gpu_workers  # it imports this module
+
+    posts = _posts(small)
+    workers = cpu_count()
+    bench = Bench(shape, device, _dtype(device), posts, 0.2 if small else 3.0, 5 if small else 50, workers)
+    result = ModelResult(name=shape.name, batch=shape.batch, prepare_workers=workers)
+    bench.pure_forward(result)
+    bench.bare(result)
+    bench.pipeline(result, gpu_decode=False)
+    if nvjpeg:
+        bench.pipeline(result, gpu_decode=True)
+    bench.low_load(result, count=6 if small else 100, rate_per_s=LOW_LOAD_RATE, max_wait_ms=20.0)
+    del bench
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    photo_posts = tuple((post.text, post.jpeg) for post in posts)
+    for count in process_counts:
+        setup = gpu_workers.Setup(shape.name, small, shape.pipeline_posts, photo_posts, str(device), count)
+        for name, arrangement in (("independent", gpu_workers.independent), ("shared", gpu_workers.shared)):
+            result.processes.setdefault(name, {})[str(count)] = asdict(arrangement(setup))
+    return result
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _version(module: str) -> str | None:
@@ -567,10 +632,15 @@ def markdown(report: dict[str, Any]) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.0f}%"
 
+    def arrangement(m: dict[str, Any], name: str) -> str:
+        return ", ".join(f"K={k}: {a['posts_per_s']:,.0f} ({a['mean_batch']:.0f}, {pct(a['gpu_busy_pct'])})"
+                         for k, a in m["processes"].get(name, {}).items()) or "n/a"
+
     lines = [
         f"{report['device']}, {report['dtype']}, {report['cores']} cores for preparation; torch {report['torch']}, "
         f"transformers {report['transformers']}, torchvision {report['torchvision'] or 'absent'}; "
-        f"{report['seconds']} s{' (small mode: numbers meaningless)' if report['small'] else ''}",
+        f"{report['seconds']} s{' (small mode: numbers meaningless)' if report['small'] else ''}; "
+        f"load average before / after: {report['load_average']} / {report['load_average_after']}",
         "",
         "| | " + " | ".join(f"{m['name']} (batch {m['batch']})" for m in models) + " |",
         "|---|" + "---|" * len(models),
@@ -584,10 +654,17 @@ def markdown(report: dict[str, Any]) -> str:
         row("pipeline with nvjpeg decode, posts/s (GPU busy)",
             lambda m: "n/a" if m["nvjpeg_pipeline_posts_per_s"] is None
             else f"{m['nvjpeg_pipeline_posts_per_s']:,.0f} ({pct(m['nvjpeg_gpu_busy_pct'])})"),
-        row("pipeline in N processes at once (`serve --workers N`), total posts/s",
-            lambda m: ", ".join(f"N={n}: {v:,.0f}" for n, v in m["processes_posts_per_s"].items())),
-        row("batch-1 forward, p50 / p99 ms",
+        row("K processes, each with its own model (`serve --workers K`): total posts/s (mean batch, GPU busy)",
+            lambda m: arrangement(m, "independent")),
+        row("K feeder processes sharing one model process: total posts/s (mean batch, GPU busy)",
+            lambda m: arrangement(m, "shared")),
+        row("batch-1 pure forward (both towers, inputs on the device), p50 / p99 ms",
+            lambda m: f"{m['batch1_pure_ms']['p50']:.1f} / {m['batch1_pure_ms']['p99']:.1f}"),
+        row("batch-1 model stage (`infer` on a prepared post), p50 / p99 ms",
             lambda m: f"{m['batch1_forward_ms']['p50']:.1f} / {m['batch1_forward_ms']['p99']:.1f}"),
+        row("one post's steps, each synchronised, p50 ms: prepare / tokenise / h2d / forward / d2h+scores = total",
+            lambda m: " / ".join(f"{m['batch1_split_ms'][k]:.1f}" for k in SPLIT_STAGES)
+            + f" = {m['batch1_split_ms']['total']:.1f}"),
         row("one post prepared + forward, p50 / p99 ms",
             lambda m: f"{m['batch1_post_ms']['p50']:.1f} / {m['batch1_post_ms']['p99']:.1f}"),
         row(f"low load ({LOW_LOAD_RATE:g} posts/s, max_wait 20 ms), p50 / p99 ms vs max_wait + 2 x forward",
@@ -603,8 +680,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("bench-results"), help="directory for JSON + markdown")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when present)")
     parser.add_argument("--model", action="append", default=[], help="only this shape (repeatable)")
+    parser.add_argument("--pipeline-posts", type=int, default=None, help="posts per pipeline run (per process)")
+    parser.add_argument("--processes", type=int, action="append", default=None,
+                        help="K for the several-process runs (repeatable; default 2 and 4, 2 with --small)")
     args = parser.parse_args(argv)
-    report = run(args.small, args.output, args.device, args.model)
+    report = run(args.small, args.output, args.device, args.model, args.pipeline_posts, args.processes)
     print(markdown(report))
 
 

@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from moderator.model.base import HeadSpec, ModelInfo, ModelInput
 from moderator.model.device import inference_dtype, resolve_device
-from moderator.model.forward import DualEncoderForward
+from moderator.model.forward import DualEncoderForward, row_index
 from moderator.model.prepare import PreparedBatch, Preparer
 from moderator.model.scoring import Encoded, HeadStack, as_dicts
 from moderator.model.versions import combined_version, directory_digest
@@ -98,23 +98,27 @@ class DualEncoderClassifier:
         """
         batch = PreparedBatch.join(parts, self._prepare.pad_id)
         n, d, dev = batch.size, self.embed_dim, self.device
-        logits = torch.full((n, len(self.spec.categories)), _ABSENT, device=dev)
-        features = torch.zeros(n, 2 * d + 2, device=dev)
+        c = len(self.spec.categories)
+        # Logits and features side by side in one tensor: one copy to the host, one synchronisation.
+        out = torch.zeros(n, c + 2 * d + 2, device=dev)
+        logits, features = out[:, :c], out[:, c:]
+        logits.fill_(_ABSENT)
         if batch.text_rows:
             assert batch.input_ids is not None and batch.attention_mask is not None
             emb = self.forward.text_features(batch.input_ids, batch.attention_mask)
-            rows = torch.tensor(batch.text_rows, device=dev)
+            rows = row_index(batch.text_rows, n, dev)
             logits[rows] = torch.maximum(logits[rows], self._logits(emb))
             features[rows, d : 2 * d] = emb
             features[rows, 2 * d + 1] = 1.0
         image_rows, emb = self.forward.image_features(batch)
         if image_rows:
-            rows = torch.tensor(image_rows, device=dev)
+            rows = row_index(image_rows, n, dev)
             logits[rows] = torch.maximum(logits[rows], self._logits(emb))
             features[rows, :d] = emb
             features[rows, 2 * d] = 1.0
-        zero_shot = logits.cpu().numpy()
-        return Encoded(features=features.cpu().numpy(), zero_shot=zero_shot, floor=np.zeros_like(zero_shot))
+        host = out.cpu().numpy()
+        zero_shot = host[:, :c]
+        return Encoded(features=host[:, c:], zero_shot=zero_shot, floor=np.zeros_like(zero_shot))
 
     def encode(self, items: Sequence[ModelInput]) -> Encoded:
         """Prepare and encode a batch in one call (training, evaluation, the bare-model benchmark)."""

@@ -66,20 +66,39 @@ class DualEncoderForward:
         return tensor
 
     @torch.inference_mode()
-    def text_features(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
-        """(m, d) L2-normalised float32 text embeddings."""
+    def text_inputs(self, input_ids: np.ndarray,
+                    attention_mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token ids and mask on the device: the text tower's host-to-device step.
+
+        A batch without padding goes without a mask: transformers checks a mask it is given for
+        padding with a device-to-host read (``padding_mask.all()`` in its SDPA mask code), which on
+        CUDA stalls the host until the copies before it are done; without a mask SDPA also gets to
+        use its causal flash kernel. Padded batches have their length bucketed on CUDA (a few
+        shapes, not every length), which adds no padding where there was none.
+        """
+        if attention_mask.all():
+            return self._to_device(input_ids), None
         extra = -input_ids.shape[1] % 8
-        if self.bucketed and extra and input_ids.shape[1] + extra <= self.max_tokens:  # a few lengths, not all
+        if self.bucketed and extra and input_ids.shape[1] + extra <= self.max_tokens:
             input_ids = np.pad(input_ids, ((0, 0), (0, extra)), constant_values=self.preparer.pad_id)
             attention_mask = np.pad(attention_mask, ((0, 0), (0, extra)))
-        out = self.model.get_text_features(input_ids=self._to_device(input_ids),
-                                           attention_mask=self._to_device(attention_mask))
+        return self._to_device(input_ids), self._to_device(attention_mask)
+
+    @torch.inference_mode()
+    def text_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(m, d) L2-normalised float32 embeddings of tokens already on the device."""
+        out = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         features = out.pooler_output if hasattr(out, "pooler_output") else out
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
+    def text_features(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
+        """(m, d) L2-normalised float32 text embeddings."""
+        return self.text_forward(*self.text_inputs(input_ids, attention_mask))
+
     @torch.inference_mode()
-    def image_features(self, batch: PreparedBatch) -> tuple[list[int], torch.Tensor]:
-        """The rows with an image and their (k, d) L2-normalised float32 embeddings, one forward pass."""
+    def image_inputs(self, batch: PreparedBatch) -> tuple[list[int], torch.Tensor | None]:
+        """The rows with an image and their normalised pixels on the device (batch bucketed on CUDA):
+        the image tower's host-to-device step, with nvjpeg decoding where JPEGs were left to the GPU."""
         rows: list[int] = []
         pixels: list[torch.Tensor] = []
         if batch.pixels is not None and len(batch.pixels):
@@ -93,16 +112,28 @@ class DualEncoderForward:
             rows += batch.jpeg_rows
             pixels.append(self.decode_jpegs(batch.jpegs))
         if not rows:
-            return rows, torch.empty(0)
+            return rows, None
         x = torch.cat(pixels) if len(pixels) > 1 else pixels[0]
         k = len(rows)
         if self.bucketed and bucket(k) > k:
             x = torch.cat([x, x.new_zeros((bucket(k) - k, *x.shape[1:]))])
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model.get_image_features(pixel_values=x)
+        return rows, x
+
+    @torch.inference_mode()
+    def image_forward(self, pixels: torch.Tensor, count: int) -> torch.Tensor:
+        """(count, d) L2-normalised float32 embeddings of the first ``count`` images of ``pixels`` (the rest pad)."""
+        out = self.model.get_image_features(pixel_values=pixels)
         features = out.pooler_output if hasattr(out, "pooler_output") else out
-        return rows, torch.nn.functional.normalize(features[:k].float(), dim=-1)
+        return torch.nn.functional.normalize(features[:count].float(), dim=-1)
+
+    def image_features(self, batch: PreparedBatch) -> tuple[list[int], torch.Tensor]:
+        """The rows with an image and their (k, d) L2-normalised float32 embeddings, one forward pass."""
+        rows, pixels = self.image_inputs(batch)
+        if pixels is None:
+            return rows, torch.empty(0)
+        return rows, self.image_forward(pixels, len(rows))
 
     def zero_shot_logits(self, emb: torch.Tensor, categories: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
         """(n, d) embeddings -> (n, c) zero-shot logits against (c, d) category prompt embeddings.
@@ -171,3 +202,19 @@ def resize_crop_on_device(image: torch.Tensor, recipe: ImageRecipe) -> torch.Ten
 def is_siglip(model: Any) -> bool:
     """SigLIP scores pairs with a learned bias; CLIP has none."""
     return getattr(model, "logit_bias", None) is not None
+
+
+def row_index(rows: list[int], count: int, device: torch.device) -> slice | torch.Tensor:
+    """An index selecting ``rows`` (in that order) of a ``count``-row tensor on ``device``.
+
+    All rows in order (every post has text; every photo post has an image) is a slice: no index
+    tensor at all. Otherwise the index goes through pinned memory with a non-blocking copy: a
+    Python list or a pageable tensor used as a CUDA index is copied synchronously, which stalls
+    the host until the kernels queued before it (a whole tower) have run.
+    """
+    if rows == list(range(count)):
+        return slice(None)
+    index = torch.tensor(rows, dtype=torch.long)
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index
