@@ -50,3 +50,31 @@ def test_gpu_bench_small_mode_runs_without_service_dependencies(tmp_path: Path) 
     table = (tmp_path / "gpu-bench.md").read_text()
     assert "pipeline / pure-forward limit" in table and "tiny-siglip (batch 8)" in table
     assert "K feeder processes sharing one model process" in table
+
+
+def test_shared_model_process_scores_feeder_slots_as_one_process_scores_each_post() -> None:
+    """What a feeder writes into its shared slot, and the model process copies from it, scores as the
+    one-process path scores each post alone (in-process here; the run above covers the processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import torch
+
+    from moderator.bench import gpu, gpu_workers
+    from moderator.model.prepare import PreparedBatch, to_device_pixels
+
+    posts = gpu._posts(small=True)[:4]
+    shape = gpu.shapes(small=True)[0]
+    bench = gpu.Bench(shape, torch.device("cpu"), torch.float32, posts, 0.0, 1, 1)
+    slot = torch.empty((len(posts), *shape.recipe.output_hw, 3), dtype=torch.uint8).share_memory_()
+    with ThreadPoolExecutor(2) as pool:
+        ids, mask = gpu_workers._fill(pool, gpu.build_preparer(shape, posts), slot, posts)
+    assert bench.forward.scale_shift is not None
+    pixels = to_device_pixels(slot.numpy(), bench.device, bench.dtype, *bench.forward.scale_shift)
+    rows = list(range(len(posts)))
+    shared = bench.infer([PreparedBatch(size=len(posts), image_rows=rows, text_rows=rows, pixel_values=pixels,
+                                        input_ids=ids, attention_mask=mask)])
+    alone = np.concatenate([bench.infer([bench.prepare_post(post)]) for post in posts])
+    assert shared.shape == (len(posts), len(gpu.PROMPTS) - 1)
+    np.testing.assert_allclose(shared, alone, atol=1e-5)
+    assert np.ptp(alone, axis=0).max() > 0  # the posts score differently: rows cannot have been mixed up unseen

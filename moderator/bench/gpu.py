@@ -369,6 +369,7 @@ class Bench:
         self.forward = DualEncoderForward(self.model, self.preparer, device, dtype)
         assert self.preparer.text_kwargs == DualEncoderForward.text_kwargs(self.model)
         self.workers = workers
+        self.model_busy_s = 0.0  # time spent in ``infer``, for the model thread's busy share
         prompts = self.preparer(list(PROMPTS), [None] * len(PROMPTS))
         assert prompts.input_ids is not None and prompts.attention_mask is not None
         emb = self.forward.text_features(prompts.input_ids, prompts.attention_mask)
@@ -383,6 +384,7 @@ class Bench:
     @torch.inference_mode()
     def infer(self, parts: Sequence[PreparedBatch]) -> np.ndarray:
         """The model stage: one forward per tower, zero-shot logits, scores back on the host."""
+        started = time.perf_counter()
         batch = PreparedBatch.join(parts, self.preparer.pad_id)
         logits = torch.full((batch.size, len(self.categories)), -1e4, device=self.device)
         if batch.text_rows:
@@ -393,7 +395,9 @@ class Bench:
         if rows:
             index = row_index(rows, batch.size, self.device)
             logits[index] = torch.maximum(logits[index], self.zero_shot(emb))
-        return torch.sigmoid(logits).cpu().numpy()
+        scores = torch.sigmoid(logits).cpu().numpy()
+        self.model_busy_s += time.perf_counter() - started
+        return scores
 
     def zero_shot(self, emb: torch.Tensor) -> torch.Tensor:
         return self.forward.zero_shot_logits(emb, self.categories, self.neutral)
@@ -633,7 +637,8 @@ def markdown(report: dict[str, Any]) -> str:
         return "n/a" if value is None else f"{value:.0f}%"
 
     def arrangement(m: dict[str, Any], name: str) -> str:
-        return ", ".join(f"K={k}: {a['posts_per_s']:,.0f} ({a['mean_batch']:.0f}, {pct(a['gpu_busy_pct'])})"
+        return ", ".join(f"K={k}: {a['posts_per_s']:,.0f} ({a['mean_batch']:.0f}, {a['model_busy_pct']:.0f}%, "
+                         f"{pct(a['gpu_busy_pct'])})"
                          for k, a in m["processes"].get(name, {}).items()) or "n/a"
 
     lines = [
@@ -654,9 +659,10 @@ def markdown(report: dict[str, Any]) -> str:
         row("pipeline with nvjpeg decode, posts/s (GPU busy)",
             lambda m: "n/a" if m["nvjpeg_pipeline_posts_per_s"] is None
             else f"{m['nvjpeg_pipeline_posts_per_s']:,.0f} ({pct(m['nvjpeg_gpu_busy_pct'])})"),
-        row("K processes, each with its own model (`serve --workers K`): total posts/s (mean batch, GPU busy)",
+        row("K processes, each with its own model (`serve --workers K`): "
+            "total posts/s (mean batch, model thread busy, GPU busy)",
             lambda m: arrangement(m, "independent")),
-        row("K feeder processes sharing one model process: total posts/s (mean batch, GPU busy)",
+        row("K feeder processes sharing one model process: total posts/s (mean batch, model thread busy, GPU busy)",
             lambda m: arrangement(m, "shared")),
         row("batch-1 pure forward (both towers, inputs on the device), p50 / p99 ms",
             lambda m: f"{m['batch1_pure_ms']['p50']:.1f} / {m['batch1_pure_ms']['p99']:.1f}"),

@@ -82,21 +82,30 @@ class Setup:
 
 @dataclass(frozen=True)
 class Share:
-    """One process's report: posts it got scores for, its wall-clock start and end, model batch sizes."""
+    """One process's report: posts it got scores for, its wall-clock start and end, model batch sizes,
+    and the seconds its model thread spent in the model stage (None: a feeder, it has no model)."""
 
     posts: int
     started: float | None
     ended: float | None
     batch_sizes: list[int]
+    model_busy_s: float | None
 
 
 @dataclass(frozen=True)
 class Arrangement:
-    """One arrangement's result at one process count."""
+    """One arrangement's result at one process count.
+
+    ``model_busy_pct``: the share of the run each model thread spent in the model stage (host side:
+    copies, kernel launches, waiting for the results), averaged over the processes with a model. Near
+    100% with the GPU not busy: the model thread's own Python is the limit, and more model processes
+    help; well under 100%: preparation does not keep up.
+    """
 
     posts_per_s: float
     mean_batch: float
     gpu_busy_pct: float | None
+    model_busy_pct: float
 
 
 # ----- independent processes, each with its own model --------------------------------------------
@@ -111,8 +120,9 @@ def _independent(setup: Setup, barrier: Any, report: Any) -> None:
     asyncio.run(bench._through_pipeline(posts[: 2 * shape.batch], False, None))  # warm-up
     barrier.wait()
     started = time.time()
+    bench.model_busy_s = 0.0
     _, _, sizes = asyncio.run(bench._through_pipeline(posts, False, None))
-    report.put(Share(len(posts), started, time.time(), sizes))
+    report.put(Share(len(posts), started, time.time(), sizes, bench.model_busy_s))
 
 
 def independent(setup: Setup) -> Arrangement:
@@ -159,7 +169,7 @@ def _feeder(setup: Setup, index: int, slots: list[torch.Tensor], requests: Any, 
         while scored < len(posts):
             scored += len(results.get()[1])
     requests.put((index, None, 0, None, None))  # this feeder is done
-    report.put(Share(scored, started, time.time(), []))
+    report.put(Share(scored, started, time.time(), [], None))
 
 
 def _page_lock(slot: torch.Tensor) -> torch.Tensor:
@@ -196,6 +206,7 @@ def _model_process(setup: Setup, slots: list[list[torch.Tensor]], requests: Any,
                              input_ids=ids, attention_mask=mask)
 
     barrier.wait()
+    bench.model_busy_s = 0.0
     open_feeders, sizes = setup.processes, []
     while open_feeders:
         messages = [requests.get()]
@@ -214,7 +225,7 @@ def _model_process(setup: Setup, slots: list[list[torch.Tensor]], requests: Any,
             results[index].put((slot, scores[offset : offset + n]))
             offset += n
         sizes.append(offset)
-    report.put(Share(0, None, None, sizes))
+    report.put(Share(0, None, None, sizes, bench.model_busy_s))
 
 
 def shared(setup: Setup) -> Arrangement:
@@ -261,8 +272,10 @@ def _measure(context: Any, targets: Sequence[tuple[Callable[..., None], tuple[An
     timed = [s for s in shares if s.started is not None and s.ended is not None]
     span = max(s.ended for s in timed if s.ended) - min(s.started for s in timed if s.started)
     sizes = [n for s in shares for n in s.batch_sizes]
+    busy_s = [s.model_busy_s for s in shares if s.model_busy_s is not None]
     return Arrangement(posts_per_s=round(sum(s.posts for s in shares) / span, 1),
-                       mean_batch=round(statistics.fmean(sizes), 1) if sizes else 0.0, gpu_busy_pct=busy.mean)
+                       mean_batch=round(statistics.fmean(sizes), 1) if sizes else 0.0, gpu_busy_pct=busy.mean,
+                       model_busy_pct=round(100 * statistics.fmean(busy_s) / span, 1) if busy_s else 0.0)
 
 
 def _check(processes: Sequence[Any]) -> None:
