@@ -63,14 +63,17 @@ def bench_gpu(
     small: bool = typer.Option(False, help="Tiny models and a few posts: checks the harness (runs on CPU)."),
     output: Path = typer.Option(Path("bench-results"), help="Directory for gpu-bench.json and gpu-bench.md."),
     device: str | None = typer.Option(None, help="cuda, cuda:1 or cpu (default: cuda when present)."),
+    processes: list[int] = typer.Option([], help="K for the several-process runs (repeatable; default 2 and 4)."),
 ) -> None:
-    """Is the GPU kept fed? Pure-forward limit vs model stage vs photo pipeline, GPU busy %, batch-1 and low-load latency.
+    """Is the GPU kept fed? Pure-forward limit vs model stage vs photo pipeline, K processes with their own
+    models vs K feeders sharing one model process, GPU busy %, batch-1 time split and low-load latency.
 
     The same as `python -m moderator.bench.gpu`, which needs only torch, transformers, numpy and Pillow.
     """
     from moderator.bench.gpu import main
 
-    main([*(["--small"] if small else []), "--output", str(output), *(["--device", device] if device else [])])
+    main([*(["--small"] if small else []), "--output", str(output), *(["--device", device] if device else []),
+          *(arg for k in processes for arg in ("--processes", str(k)))])
 
 
 def register(app: typer.Typer) -> None:
