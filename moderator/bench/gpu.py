@@ -323,7 +323,7 @@ class ModelResult:
     prepare_workers: int = 0
     # K processes on one device at once, cores / K preparation threads each, in two arrangements:
     # "independent" (each its own model: `serve --workers K`) and "shared" (K feeder processes, one
-    # model process): arrangement -> K -> posts_per_s, mean_batch, gpu_busy_pct.
+    # model process): arrangement -> K -> posts_per_s, mean_batch, gpu_busy_pct, model_busy_pct.
     processes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
@@ -606,7 +606,9 @@ def measure_shape(shape: Shape, small: bool, device: torch.device, nvjpeg: bool,
         torch.cuda.empty_cache()
     photo_posts = tuple((post.text, post.jpeg) for post in posts)
     for count in process_counts:
-        setup = gpu_workers.Setup(shape.name, small, shape.pipeline_posts, photo_posts, str(device), count)
+        # Twice the one-process run's posts in all, shared out: the run stays a few seconds per K.
+        per_process = max(2 * shape.batch, 2 * shape.pipeline_posts // count)
+        setup = gpu_workers.Setup(shape.name, small, per_process, photo_posts, str(device), count)
         for name, arrangement in (("independent", gpu_workers.independent), ("shared", gpu_workers.shared)):
             result.processes.setdefault(name, {})[str(count)] = asdict(arrangement(setup))
     return result

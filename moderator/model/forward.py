@@ -70,11 +70,12 @@ class DualEncoderForward:
                     attention_mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token ids and mask on the device: the text tower's host-to-device step.
 
-        A batch without padding goes without a mask: transformers checks a mask it is given for
-        padding with a device-to-host read (``padding_mask.all()`` in its SDPA mask code), which on
-        CUDA stalls the host until the copies before it are done; without a mask SDPA also gets to
-        use its causal flash kernel. Padded batches have their length bucketed on CUDA (a few
-        shapes, not every length), which adds no padding where there was none.
+        A batch without padding (every batch of one) goes without a mask and unbucketed:
+        transformers reads a mask it is given back to the host to look for padding
+        (``padding_mask.all()`` in its SDPA mask code), which on CUDA stalls the host until the
+        copies before it are done, and padding added by bucketing would make it build a full mask,
+        which keeps SDPA off its flash kernel. Padded batches have their length bucketed on CUDA (a
+        few shapes, not every length).
         """
         if attention_mask.all():
             return self._to_device(input_ids), None
