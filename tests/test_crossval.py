@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from moderator.evaldata import LabeledPost
 from moderator.ingest.schema import Post
@@ -51,7 +52,9 @@ def test_joint_thresholds_hold_the_union_budget_and_spend_it_where_recall_is() -
     harmful_1 = np.column_stack([np.zeros(10), np.linspace(0.61, 0.7, 10)])
     scores = np.vstack([benign, harmful_0, harmful_1])
     harmful = np.array([False] * 200 + [True] * 40)
-    limits = joint_thresholds(scores, harmful, np.array([True, True]), fpr=0.02)  # 4 benign posts allowed
+    members = np.zeros((240, 2), dtype=bool)
+    members[200:230, 0] = members[230:, 1] = True
+    limits = joint_thresholds(scores, harmful, members, fpr=0.02, allocation="total")  # 4 benign posts allowed
     flagged = (scores >= limits).any(axis=1)
     assert flagged[~harmful].sum() <= 4
     assert flagged[200:230].all()  # column 0 lowered below 0.81: three benign posts buy 30 harmful ones
@@ -67,5 +70,30 @@ def test_nested_estimate_scores_each_fold_with_thresholds_chosen_on_the_others()
     harmful = np.arange(400) % 4 == 0
     scores[harmful] += 0.5
     folds = np.arange(400) % 5
-    held = nested_estimate(scores, harmful, np.array([True]), folds, fpr=0.02)
+    held = nested_estimate(scores, harmful, harmful[:, None], folds, fpr=0.02)
     assert len(held.by_fold) == 5 and 0.0 <= held.false_positive_rate <= 0.1 and held.recall > 0.3
+    assert held.recall_by_category == [held.recall] and held.minimum_category_recall == held.recall
+
+
+def test_maximin_gives_the_category_with_costly_look_alikes_a_share_that_total_recall_would_not() -> None:
+    rng = np.random.default_rng(2)
+    benign = rng.random((200, 2)) * 0.5
+    benign[:4, 0] = [0.9, 0.8, 0.7, 0.6]  # column 0: each benign post given up buys 5 harmful ones
+    benign[4:7, 1] = [0.9, 0.89, 0.88]  # column 1's look-alikes: three benign posts above all its harmful ones
+    cheap = np.concatenate([np.linspace(0.91, 0.99, 20)] + [np.linspace(lo + 0.01, lo + 0.09, 5)
+                                                             for lo in (0.8, 0.7, 0.6, 0.5)])
+    scores = np.vstack([benign, np.column_stack([cheap, np.zeros(40)]),
+                        np.column_stack([np.zeros(10), np.linspace(0.7, 0.85, 10)])])
+    harmful = np.array([False] * 200 + [True] * 50)
+    members = np.zeros((250, 2), dtype=bool)
+    members[200:240, 0] = members[240:, 1] = True
+    budget = 4  # 2% of 200
+    for allocation in ("total", "maximin"):
+        limits = joint_thresholds(scores, harmful, members, fpr=0.02, allocation=allocation)
+        flagged = (scores >= limits).any(axis=1)
+        assert flagged[~harmful].sum() <= budget and flagged[200:220].all()
+        # total recall: four steps on column 0 (5 per benign post) beat column 1's 10 for 3
+        assert flagged[200:240].sum() == (40 if allocation == "total" else 25)
+        assert flagged[240:].sum() == (0 if allocation == "total" else 10)
+    with pytest.raises(ValueError, match="allocation"):
+        joint_thresholds(scores, harmful, members, fpr=0.02, allocation="fair")

@@ -57,6 +57,10 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     cv = TaskHead.load(tmp_path / "cv" / "task-head.json")
     assert cv.metrics["examples"] == len(read_labeled(train)) + len(read_labeled(dev)) and cv.metrics["cv_folds"] == 2
     assert cv.metrics["thresholds"]["margin"] in (0, 1) and "margin=1: held-out recall" in result.output
+    assert cv.metrics["thresholds"]["allocation"] == "maximin" and "lowest category" in result.output
+    assert set(cv.metrics["held_out"]["recall_by_category"]) <= set(cv.metrics["thresholds"]["by_category"])
+    result = runner.invoke(app, ["heads", "train", "--data", str(train), "--cv-folds", "2", "--allocation", "fair"])
+    assert result.exit_code != 0 and "--allocation fair" in result.output
 
     result = runner.invoke(
         app, ["heads", "eval", "--data", str(test), "--heads-dir", str(heads), "--policy-dir", policy_dir, "--markdown"]

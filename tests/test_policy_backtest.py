@@ -27,21 +27,21 @@ from tests.conftest import ROOT, Servers
 DEFAULT_FILE = ROOT / "policies" / "default.yaml"
 CALM = dict.fromkeys(CATEGORIES, 0.0)
 
-# (post, scores, the action the shipped default gives: scam-review 0.9908, scam-block 0.998, sexual-review 0.9067)
+# (post, scores, the action the shipped default gives: scam-review 0.9104, scam-block 0.98, sexual-review 0.9019)
 RECORDED = [
     ("s10", {"scam": 0.10}, "allow"),
     ("s50", {"scam": 0.50}, "allow"),
     ("s80", {"scam": 0.80}, "allow"),
     ("s86", {"scam": 0.86}, "allow"),
-    ("s992", {"scam": 0.992}, "review"),
-    ("s995", {"scam": 0.995}, "review"),
+    ("s92", {"scam": 0.92}, "review"),
+    ("s95", {"scam": 0.95}, "review"),
     ("s998", {"scam": 0.998}, "block"),
     ("s999", {"scam": 0.999}, "block"),
-    ("x92-s996", {"sexual": 0.92, "scam": 0.996}, "review"),
+    ("x92-s96", {"sexual": 0.92, "scam": 0.96}, "review"),
     ("x93", {"sexual": 0.93}, "review"),
 ]
-# The candidate blocks scam from 0.85 (was 0.998) and reviews sexual from 0.95 (was 0.9067). By hand:
-#   s86: allow -> block; s992, s995, x92-s996: review -> block, counted under scam (the stricter rule
+# The candidate blocks scam from 0.85 (was 0.98) and reviews sexual from 0.95 (was 0.9019). By hand:
+#   s86: allow -> block; s92, s95, x92-s96: review -> block, counted under scam (the stricter rule
 #   that now fires); x93: review -> allow, counted under sexual (the rule that no longer fires).
 EXPECTED_CHANGED = 5
 EXPECTED_TRANSITIONS = {"allow->block": 1, "review->block": 3, "review->allow": 1}
@@ -51,7 +51,7 @@ EXPECTED_BY_CATEGORY = {"scam": 4, "sexual": 1}
 def candidate_file(tmp_path: Path) -> Path:
     text = DEFAULT_FILE.read_text(encoding="utf-8")
     text = text.replace('version: "2"', 'version: "3"')
-    old_scam, old_sexual = "scam, threshold: 0.998, action: block", "sexual, threshold: 0.9067, action: review"
+    old_scam, old_sexual = "scam, threshold: 0.98, action: block", "sexual, threshold: 0.9019, action: review"
     assert old_scam in text and old_sexual in text, "the shipped thresholds moved: update RECORDED and these"
     text = text.replace(old_scam, "scam, threshold: 0.85, action: block")
     text = text.replace(old_sexual, "sexual, threshold: 0.95, action: review")
@@ -100,7 +100,7 @@ def test_backtest_reports_the_hand_computed_changes_of_a_stricter_threshold(serv
     assert report["transitions"] == EXPECTED_TRANSITIONS
     assert report["by_category"] == EXPECTED_BY_CATEGORY
     scam_examples = {e["post_id"]: e for e in report["examples"]["scam"]}
-    assert set(scam_examples) <= {"s86", "s992", "s995", "x92-s996"} and len(scam_examples) == 3
+    assert set(scam_examples) <= {"s86", "s92", "s95", "x92-s96"} and len(scam_examples) == 3
     assert all(e["rule_after"] == "scam-block" for e in scam_examples.values())
     [sexual] = report["examples"]["sexual"]
     assert (sexual["post_id"], sexual["before"], sexual["after"], sexual["rule_before"]) == (

@@ -34,6 +34,16 @@ PolicyOption = Annotated[str | None, typer.Option("--policy", help="Policy name 
 HeadsDirOption = Annotated[
     Path | None, typer.Option("--heads-dir", help="Trained heads (default: MODERATOR_HEADS_DIR)")
 ]
+CvFoldsOption = Annotated[
+    int, typer.Option("--cv-folds", help="K > 1: grouped K-fold over --data and --dev together (posts grouped by "
+                      "metadata.phrasing); L2 and thresholds chosen on out-of-fold scores, the head trained on both. "
+                      "0: train on --data, choose on --dev")
+]
+AllocationOption = Annotated[
+    str, typer.Option("--allocation", help="With --cv-folds, how the post-level FPR budget is shared: maximin (lower "
+                      "the category with the lowest recall first, so each gets a share) or total (lower whichever "
+                      "buys the most harmful posts)")
+]
 
 
 def _settings(policy_dir: Path | None, heads_dir: Path | None) -> Settings:
@@ -136,11 +146,8 @@ def train(
                      "score higher than dev's) [default: 1.5]; with --cv-folds, several: the one whose held-out "
                      "FPR stays within --fpr with the most held-out recall wins"),
     ] = None,
-    cv_folds: Annotated[
-        int, typer.Option("--cv-folds", help="K > 1: grouped K-fold over --data and --dev together (posts grouped "
-                          "by metadata.phrasing); L2 and thresholds chosen on out-of-fold scores, the head trained "
-                          "on both. 0: train on --data, choose on --dev")
-    ] = 0,
+    cv_folds: CvFoldsOption = 0,
+    allocation: AllocationOption = "maximin",
     policy_dir: PolicyDirOption = None,
     policy: PolicyOption = None,
 ) -> None:
@@ -152,11 +159,9 @@ def train(
     """
     from moderator.evaldata import DEV_PATH, TRAIN_PATH
     from moderator.model.calibration import CALIBRATION_FILE
-    from moderator.model.heads import HEAD_KINDS
     from moderator.model.loader import load_classifier
 
-    if kind not in HEAD_KINDS:
-        fail(f"--kind {kind}: must be one of {', '.join(HEAD_KINDS)}")
+    _check_choices(kind, allocation)
     settings = _settings(policy_dir, None)
     out_dir = out or settings.heads_dir or Path("heads")
     data_path = data or TRAIN_PATH
@@ -172,8 +177,8 @@ def train(
             examples, encoded, labels = _joined((examples, encoded, labels), dev_set)
         strength, head, calibration, thresholds = _cross_validated(
             classifier, (examples, encoded, labels), sources, l2 or [1e-2], folds=cv_folds, name=name, kind=kind,
-            steps=steps, benign_weight=benign_weight, fpr=fpr, margins=margins)
-        chosen_for = f"{fpr:g} post-level FPR on {cv_folds}-fold out-of-fold scores"
+            steps=steps, benign_weight=benign_weight, fpr=fpr, margins=margins, allocation=allocation)
+        chosen_for = f"{fpr:g} post-level FPR on {cv_folds}-fold out-of-fold scores ({allocation})"
     else:
         strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
                                                    kind=kind, steps=steps, benign_weight=benign_weight)
@@ -193,6 +198,17 @@ def train(
 
 
 LabeledSet = tuple["list[LabeledPost]", "Encoded", np.ndarray]
+
+
+def _check_choices(kind: str, allocation: str) -> None:
+    """Refuse a head kind or budget allocation that does not exist."""
+    from moderator.model.crossval import ALLOCATIONS
+    from moderator.model.heads import HEAD_KINDS
+
+    if kind not in HEAD_KINDS:
+        fail(f"--kind {kind}: must be one of {', '.join(HEAD_KINDS)}")
+    if allocation not in ALLOCATIONS:
+        fail(f"--allocation {allocation}: must be one of {', '.join(ALLOCATIONS)}")
 
 
 def _encoded(classifier: HeadedClassifier, path: Path, what: str) -> LabeledSet:
@@ -216,7 +232,7 @@ def _joined(first: LabeledSet, second: LabeledSet) -> LabeledSet:
 
 def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: list[Path], strengths: list[float], *,
                      folds: int, name: str, kind: HeadKind, steps: int, benign_weight: float, fpr: float,
-                     margins: list[float]) -> tuple[float, TaskHead, Calibration, dict[str, float]]:
+                     margins: list[float], allocation: str) -> tuple[float, TaskHead, Calibration, dict[str, float]]:
     """L2 and margin with the best held-out recall within ``fpr`` under grouped k-fold, thresholds on
     its out-of-fold scores, and the head fitted on all of ``data``."""
     from moderator.model.crossval import best_setting, cross_validate
@@ -233,10 +249,12 @@ def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: li
         held_out = Encoded(encoded.features[held], encoded.zero_shot[held], encoded.floor[held])
         return HeadStack(names, calibration, [head]).scores(held_out)
 
-    results = cross_validate(examples, labels, names, folds, fpr, strengths, score, margins=margins)
+    results = cross_validate(examples, labels, names, folds, fpr, strengths, score, margins=margins,
+                             allocation=allocation)
     for r in results:
         status.print(f"l2={r.l2:g} margin={r.margin:g}: held-out recall {r.held_out.recall:.3f} at benign FPR "
-                     f"{r.held_out.false_positive_rate:.3f} ({folds} folds, thresholds chosen on the others)")
+                     f"{r.held_out.false_positive_rate:.3f}, lowest category {r.held_out.minimum_category_recall:.3f} "
+                     f"({folds} folds, thresholds chosen on the others)")
     best = best_setting(results, fpr)
     head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps, l2=best.l2,
                                   benign_weight=benign_weight)
@@ -248,9 +266,11 @@ def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: li
         "benign_weight": benign_weight,
         "cv_folds": folds,
         "oof_roc_auc": {m.category: m.roc_auc for m in category_metrics(names, examples, best.scores, labels)},
-        "held_out": {"recall": best.held_out.recall, "false_positive_rate": best.held_out.false_positive_rate},
-        "thresholds": {"fpr": fpr, "margin": best.margin, "data": f"{folds}-fold out-of-fold", "by_category":
-                       best.thresholds},
+        "held_out": {"recall": best.held_out.recall, "false_positive_rate": best.held_out.false_positive_rate,
+                     "recall_by_category": {n: r for n, r in zip(names, best.held_out.recall_by_category, strict=True)
+                                            if r is not None}},
+        "thresholds": {"fpr": fpr, "margin": best.margin, "allocation": allocation,
+                       "data": f"{folds}-fold out-of-fold", "by_category": best.thresholds},
     }
     return best.l2, head, calibration, best.thresholds
 

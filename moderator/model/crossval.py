@@ -56,55 +56,94 @@ def _levels(benign_scores: np.ndarray) -> np.ndarray:
     return np.nextafter(distinct, np.inf)
 
 
-def joint_thresholds(scores: np.ndarray, harmful: np.ndarray, positive: np.ndarray, fpr: float) -> np.ndarray:
+# How the post-level budget is shared between categories (``joint_thresholds``).
+ALLOCATIONS = ("maximin", "total")
+
+
+def _best_step(scores: np.ndarray, benign: np.ndarray, state: tuple[np.ndarray, list[int]],
+               levels: Sequence[np.ndarray], budget: int,
+               candidates: Sequence[tuple[int, np.ndarray]]) -> tuple[float, int, int] | None:
+    """Among ``candidates`` (a column and the posts whose flagging counts as its gain), the step down
+    (up to the remaining budget, so a step that only pays off two levels down is seen) that buys the
+    most counted posts per benign post it adds to the union: (value, column, level); None when no
+    step gains within the budget."""
+    thresholds, chosen = state
+    current = (scores >= thresholds).any(axis=1)
+    base_fp = int(current[benign].sum())
+    best: tuple[float, int, int] | None = None
+    for j, gaining in candidates:
+        base_tp = int(current[gaining].sum())
+        for step in range(1, budget - base_fp + 2):
+            if chosen[j] + step >= len(levels[j]):
+                break
+            trial = thresholds.copy()
+            trial[j] = levels[j][chosen[j] + step]
+            hits = (scores >= trial).any(axis=1)
+            cost, gain = int(hits[benign].sum()) - base_fp, int(hits[gaining].sum()) - base_tp
+            if base_fp + cost > budget:
+                break
+            value = gain / max(cost, 0.5)
+            if gain > 0 and (best is None or value > best[0]):
+                best = (value, j, chosen[j] + step)
+    return best
+
+
+def joint_thresholds(scores: np.ndarray, harmful: np.ndarray, members: np.ndarray, fpr: float,
+                     allocation: str = "maximin") -> np.ndarray:
     """Per-category thresholds flagging at most ``fpr`` of the benign posts in all (the union).
 
-    Starts above every benign score and greedily lowers the category whose next step buys the
-    most harmful posts per benign post it adds to the union (steps of up to the remaining budget,
-    so a step that only pays off two levels down is seen). ``positive`` marks the columns that have
-    positives; the others stay above every benign post.
+    ``members[i, j]``: post i is labeled with category j; a column without members stays above
+    every benign post. Starting above every benign score, one category's threshold is lowered at a
+    time, by the step that buys the most harmful posts per benign post added to the union, until no
+    step fits the budget. ``total`` lowers whichever category buys the most harmful posts overall
+    (the budget goes where recall is cheap, and a category whose look-alikes score high gets
+    none); ``maximin`` lowers the category whose own recall (posts labeled with it, flagged by any
+    rule) is lowest, while it can still gain, so every category gets a share.
     """
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation {allocation!r}: one of {', '.join(ALLOCATIONS)}")
     benign = ~harmful
+    positive = members.any(axis=0)
     budget = int(math.floor(fpr * benign.sum() + 1e-9))
     levels = [_levels(scores[benign, j]) if positive[j] else np.array([np.inf]) for j in range(scores.shape[1])]
     chosen = [0] * scores.shape[1]
     thresholds = np.array([lv[0] for lv in levels], dtype=np.float64)
-
-    def flagged(limits: np.ndarray) -> np.ndarray:
-        return (scores >= limits).any(axis=1)
-
-    current = flagged(thresholds)
-    while True:
-        best: tuple[float, int, int] | None = None
-        base_fp, base_tp = int(current[benign].sum()), int(current[harmful].sum())
-        for j in range(scores.shape[1]):
-            for step in range(1, budget - base_fp + 2):
-                if chosen[j] + step >= len(levels[j]):
-                    break
-                trial = thresholds.copy()
-                trial[j] = levels[j][chosen[j] + step]
-                hits = flagged(trial)
-                cost, gain = int(hits[benign].sum()) - base_fp, int(hits[harmful].sum()) - base_tp
-                if base_fp + cost > budget:
-                    break
-                value = gain / max(cost, 0.5)
-                if gain > 0 and (best is None or value > best[0]):
-                    best = (value, j, chosen[j] + step)
-        if best is None:
-            return thresholds
+    open_columns = [j for j in range(scores.shape[1]) if positive[j]]
+    sizes = np.maximum(members.sum(axis=0), 1)
+    while open_columns:
+        if allocation == "total":
+            best = _best_step(scores, benign, (thresholds, chosen), levels, budget,
+                              [(j, harmful) for j in open_columns])
+            if best is None:
+                break
+        else:
+            flagged = (scores >= thresholds).any(axis=1)
+            lowest = min(open_columns, key=lambda j: (members[flagged, j].sum() / sizes[j], j))
+            best = _best_step(scores, benign, (thresholds, chosen), levels, budget, [(lowest, members[:, lowest])])
+            if best is None:
+                open_columns.remove(lowest)
+                continue
         _, j, level = best
         chosen[j] = level
         thresholds[j] = levels[j][level]
-        current = flagged(thresholds)
+    return thresholds
 
 
 @dataclass(frozen=True)
 class HeldOut:
-    """How thresholds chosen on some folds' out-of-fold scores do on the fold left out, summed."""
+    """How thresholds chosen on some folds' out-of-fold scores do on the fold left out, summed;
+    ``recall_by_category`` per column (posts labeled with it, flagged by any rule; None without
+    any)."""
 
     recall: float
     false_positive_rate: float
     by_fold: list[tuple[float, float]]
+    recall_by_category: list[float | None]
+
+    @property
+    def minimum_category_recall(self) -> float:
+        """The lowest held-out recall of a category with positives."""
+        return min((r for r in self.recall_by_category if r is not None), default=0.0)
 
 
 def raised(limits: np.ndarray, margin: float) -> np.ndarray:
@@ -116,21 +155,25 @@ def raised(limits: np.ndarray, margin: float) -> np.ndarray:
     return np.where(np.isfinite(limits), np.maximum(moved, limits), limits)
 
 
-def nested_estimate(scores: np.ndarray, harmful: np.ndarray, positive: np.ndarray, folds: np.ndarray,
-                    fpr: float, margin: float = 0.0) -> HeldOut:
+def nested_estimate(scores: np.ndarray, harmful: np.ndarray, members: np.ndarray, folds: np.ndarray,
+                    fpr: float, margin: float = 0.0, allocation: str = "maximin") -> HeldOut:
     """Choose thresholds on all folds but one (raised by ``margin``), apply them to that one; pooled
     recall and FPR."""
-    tp = fp = n_harm = n_benign = 0
+    flagged = np.zeros(len(scores), dtype=bool)
     by_fold = []
     for fold in np.unique(folds):
         out = folds == fold
-        limits = raised(joint_thresholds(scores[~out], harmful[~out], positive, fpr), margin)
-        hits = (scores[out] >= limits).any(axis=1)
-        fold_tp, fold_fp = int(hits[harmful[out]].sum()), int(hits[~harmful[out]].sum())
-        tp, fp = tp + fold_tp, fp + fold_fp
-        n_harm, n_benign = n_harm + int(harmful[out].sum()), n_benign + int((~harmful[out]).sum())
-        by_fold.append((fold_tp / max(1, int(harmful[out].sum())), fold_fp / max(1, int((~harmful[out]).sum()))))
-    return HeldOut(recall=tp / max(1, n_harm), false_positive_rate=fp / max(1, n_benign), by_fold=by_fold)
+        limits = raised(joint_thresholds(scores[~out], harmful[~out], members[~out], fpr, allocation), margin)
+        flagged[out] = hits = (scores[out] >= limits).any(axis=1)
+        by_fold.append((float(hits[harmful[out]].mean()) if harmful[out].any() else 0.0,
+                        float(hits[~harmful[out]].mean()) if (~harmful[out]).any() else 0.0))
+    return HeldOut(
+        recall=float(flagged[harmful].mean()) if harmful.any() else 0.0,
+        false_positive_rate=float(flagged[~harmful].mean()) if (~harmful).any() else 0.0,
+        by_fold=by_fold,
+        recall_by_category=[float(flagged[members[:, j]].mean()) if members[:, j].any() else None
+                            for j in range(members.shape[1])],
+    )
 
 
 @dataclass(frozen=True)
@@ -155,17 +198,20 @@ def policy_thresholds(names: Sequence[str], limits: np.ndarray, positive: np.nda
 
 def cross_validate(examples: Sequence[LabeledPost], labels: np.ndarray, names: Sequence[str], k: int, fpr: float,
                    strengths: Sequence[float], score: Callable[[float, np.ndarray, np.ndarray], np.ndarray], *,
-                   margins: Sequence[float] = (0.0,)) -> list[CrossValidated]:
+                   margins: Sequence[float] = (0.0,), allocation: str = "maximin") -> list[CrossValidated]:
     """Grouped k-fold per L2 strength and margin; ``score(l2, train_rows, held_rows)`` trains and
-    scores a fold. The thresholds are chosen on all out-of-fold scores, then raised by the margin."""
+    scores a fold. The thresholds are chosen on all out-of-fold scores (``joint_thresholds`` with
+    ``allocation``), then raised by the margin."""
     folds = group_folds(examples, k)
     harmful = np.array([ex.harmful for ex in examples])
-    positive = np.array([(labels[:, j] == 1).any() for j in range(len(names))])
+    members = labels == 1
+    positive = members.any(axis=0)
     results = []
     for l2 in strengths:
         scores = out_of_fold(folds, lambda train, held, l2=l2: score(l2, train, held))
-        limits = joint_thresholds(scores, harmful, positive, fpr)
-        results += [CrossValidated(l2, margin, scores, nested_estimate(scores, harmful, positive, folds, fpr, margin),
+        limits = joint_thresholds(scores, harmful, members, fpr, allocation)
+        results += [CrossValidated(l2, margin, scores,
+                                   nested_estimate(scores, harmful, members, folds, fpr, margin, allocation),
                                    policy_thresholds(names, raised(limits, margin), positive)) for margin in margins]
     return results
 
