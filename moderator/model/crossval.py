@@ -94,8 +94,8 @@ def joint_thresholds(scores: np.ndarray, harmful: np.ndarray, members: np.ndarra
 
     ``members[i, j]``: post i is labeled with category j; a column without members stays above
     every benign post. Starting above every benign score, one category's threshold is lowered at a
-    time, by the step that buys the most harmful posts per benign post added to the union, until no
-    step fits the budget. ``total`` lowers whichever category buys the most harmful posts overall
+    time, by the step that buys the most harmful posts (under ``maximin``, posts labeled with that
+    category) per benign post added to the union, until no step fits the budget. ``total`` lowers whichever category buys the most harmful posts overall
     (the budget goes where recall is cheap, and a category whose look-alikes score high gets
     none); ``maximin`` lowers the category whose own recall (posts labeled with it, flagged by any
     rule) is lowest, while it can still gain, so every category gets a share.
