@@ -47,8 +47,8 @@ class Settings(BaseSettings):
 
     max_batch: int = Field(32, ge=1)
     max_wait_ms: float = Field(20.0, ge=0)
-    adaptive_wait: bool = Field(True, description="Close a model batch before max_wait_ms when, at the current "
-                                                  "arrival rate, no further post would join it in time.")
+    adaptive_wait: bool = Field(True, description="Close a model batch before max_wait_ms when no other post is "
+                                                  "queued or on its way to it.")
     preferred_batch_sizes: tuple[int, ...] = Field(
         (), description="Batch sizes the model runs best at (e.g. captured CUDA graphs); empty: any size.")
     prepare_workers: int | None = Field(None, ge=1, description="Threads that decode and prepare posts for the "

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from moderator.batching import BatcherClosed, BatchingConfig, MicroBatcher
+from moderator.batching import BatcherClosed, BatchingConfig, Inbound, MicroBatcher
 
 
 class CountingModel:
@@ -104,6 +104,62 @@ async def test_adaptive_wait_closes_a_lone_item_at_once_when_arrivals_are_sparse
     assert model.calls == [1] * 5
     assert waits[0] >= 0.19, "the first item waits: no arrival rate is known yet"
     assert max(waits[1:]) < 0.1, waits
+
+
+class RecordingModel:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    async def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        return list(items)
+
+
+async def _spin(turns: int = 20) -> None:
+    """Let the loop run every ready callback a few times over (no clock involved)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def test_with_an_inbound_count_a_batch_closes_at_once_when_nothing_is_on_its_way() -> None:
+    # max_wait is an hour: a batch that waited for it would hang the test, not pass it.
+    model, inbound = RecordingModel(), Inbound()
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=3_600_000, adaptive_wait=True, inbound=inbound)
+    assert await asyncio.wait_for(batcher.submit(1), 60) == 1  # the very first item too: no rate to learn
+    with inbound.ticket() as ticket:  # a post on its way that ends early (cache hit): the batch stops waiting
+        first = asyncio.ensure_future(batcher.submit(2))
+        await _spin()
+        assert not first.done(), "closed while a post was on its way"
+        ticket.leave()
+        assert await asyncio.wait_for(first, 60) == 2
+    await batcher.close()
+    assert model.batches == [[1], [2]]
+
+
+async def test_with_an_inbound_count_a_batch_waits_for_the_posts_on_their_way() -> None:
+    model, inbound = RecordingModel(), Inbound()
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=3_600_000, adaptive_wait=True, inbound=inbound)
+
+    async def post(item: int, stages: int) -> int:
+        with inbound.ticket() as ticket:
+            await _spin(stages)  # validate, cache lookup, prepare...
+            ticket.leave()
+            return await batcher.submit(item)
+
+    results = await asyncio.wait_for(asyncio.gather(post(1, 0), post(2, 10), post(3, 30)), 60)
+    later = await asyncio.wait_for(post(4, 5), 60)
+    await batcher.close()
+    assert (*results, later) == (1, 2, 3, 4)
+    assert model.batches == [[1, 2, 3], [4]], "the posts on their way did not share the first item's batch"
+
+
+async def test_with_an_inbound_count_max_wait_still_caps_the_wait() -> None:
+    model, inbound = RecordingModel(), Inbound()
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=0, adaptive_wait=True, inbound=inbound)
+    with inbound.ticket():  # on its way for ever: the batch closes at its deadline regardless
+        assert await asyncio.wait_for(batcher.submit(1), 60) == 1
+    await batcher.close()
+    assert model.batches == [[1]]
 
 
 async def test_fixed_wait_holds_a_lone_item_until_max_wait() -> None:

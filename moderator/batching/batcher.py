@@ -4,10 +4,11 @@ A batch closes when it holds ``max_batch`` items or ``max_wait_ms`` after its fi
 whichever comes first. While one batch runs, new items queue up, so under load batches grow on
 their own towards ``max_batch`` and at low load an item waits at most ``max_wait_ms``.
 
-With ``adaptive_wait`` the batcher also watches the arrival rate (a moving average of the gaps
-between submits) and closes a batch as soon as the next item is not expected before the deadline:
-at low load nothing would join, so waiting only adds latency, while under load the gaps are short
-and batches fill as before.
+With ``adaptive_wait`` the batcher closes a batch early when nothing would join it before the
+deadline. Given an ``Inbound`` count of posts on their way to it, it knows: with an empty queue
+and nothing on its way the batch closes at once, and while posts are on their way it waits for
+them (never past the deadline). Without one it guesses from the arrival rate (a moving average of
+the gaps between submits): it closes as soon as the next item is not expected before the deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 from moderator.batching.config import BatchingConfig
+from moderator.batching.inbound import Inbound
 
 BatchFn = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
 
@@ -60,8 +62,9 @@ class MicroBatcher(Generic[T, R]):
     """
 
     def __init__(self, fn: BatchFn[T, R], max_batch: int, max_wait_ms: float, adaptive_wait: bool = False,
-                 preferred_sizes: Sequence[int] = ()) -> None:
+                 preferred_sizes: Sequence[int] = (), inbound: Inbound | None = None) -> None:
         self._fn = fn
+        self.inbound = inbound
         self.configure(BatchingConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, adaptive=adaptive_wait,
                                       preferred_sizes=tuple(preferred_sizes)))
         self._last_arrival: float | None = None
@@ -74,9 +77,10 @@ class MicroBatcher(Generic[T, R]):
         self.stats = BatchStats()
 
     @classmethod
-    def from_config(cls, fn: BatchFn[T, R], config: BatchingConfig) -> MicroBatcher[T, R]:
-        """A batcher shaped by one batching block."""
-        return cls(fn, config.max_batch, config.max_wait_ms, config.adaptive, config.preferred_sizes)
+    def from_config(cls, fn: BatchFn[T, R], config: BatchingConfig,
+                    inbound: Inbound | None = None) -> MicroBatcher[T, R]:
+        """A batcher shaped by one batching block (``inbound``: the posts on their way to it)."""
+        return cls(fn, config.max_batch, config.max_wait_ms, config.adaptive, config.preferred_sizes, inbound)
 
     def configure(self, config: BatchingConfig) -> None:
         """Apply a (possibly edited) batching block; batches forming from now on follow it."""
@@ -106,9 +110,11 @@ class MicroBatcher(Generic[T, R]):
         self._last_arrival = now
 
     def _none_expected_before(self, deadline: float) -> bool:
-        """Adaptive wait: at the current arrival rate the next item would come after ``deadline``."""
+        """Adaptive wait: nothing is on its way (or, with no count given, the arrival rate expects nothing in time)."""
         if not self.adaptive_wait:
             return False
+        if self.inbound is not None:
+            return self.inbound.count == 0
         if self._last_arrival is None or self._mean_gap_s is None:
             return False  # no rate known yet (the first item): wait as a fixed batcher would
         return self._last_arrival + self._mean_gap_s > deadline
@@ -119,6 +125,19 @@ class MicroBatcher(Generic[T, R]):
         if timeout is None:
             return await self._queue.get()
         return await asyncio.wait_for(self._queue.get(), timeout)
+
+    async def _next_or_drained(self, timeout: float) -> _Entry[T, R] | None:
+        """The next item, or None once nothing is on its way any more or ``timeout`` passed."""
+        assert self.inbound is not None
+        get = asyncio.ensure_future(self._queue.get())
+        drained = asyncio.ensure_future(self.inbound.drained())
+        try:
+            await asyncio.wait((get, drained), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drained.cancel()
+            if not get.done():
+                get.cancel()  # before it took an item: the item stays queued for the next look
+        return get.result() if get.done() and not get.cancelled() else None
 
     async def _collect(self) -> list[_Entry[T, R]]:
         batch = [await self._next()]
@@ -132,6 +151,11 @@ class MicroBatcher(Generic[T, R]):
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self._none_expected_before(deadline):
                 break
+            if self.adaptive_wait and self.inbound is not None:
+                entry = await self._next_or_drained(remaining)
+                if entry is not None:
+                    batch.append(entry)
+                continue  # re-check: an item queued, nothing on its way, or the deadline
             try:
                 batch.append(await self._next(remaining))
             except TimeoutError:

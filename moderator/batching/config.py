@@ -9,9 +9,10 @@ class BatchingConfig(BaseModel):
     """How one batcher forms batches.
 
     A batch closes at ``max_batch`` items or ``max_wait_ms`` after its first item; with ``adaptive``
-    it also closes as soon as, at the measured arrival rate, no item would join before that
-    deadline. With ``preferred_sizes`` a closing batch is cut to the largest preferred size it
-    reaches (the rest start the next batch), e.g. the sizes a GPU kernel was tuned or captured for.
+    it also closes as soon as no item would join before that deadline (none queued or on its way,
+    or, for a batcher given no count of those, none expected at the measured arrival rate). With
+    ``preferred_sizes`` a closing batch is cut to the largest preferred size it reaches (the rest
+    start the next batch), e.g. the sizes a GPU kernel was tuned or captured for.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

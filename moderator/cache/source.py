@@ -50,8 +50,12 @@ class ScoreSource:
         """Contents being scored, or scored and waiting for their cache write."""
         return len(self.flights)
 
-    async def get(self, content_hash: str, model_version: str, compute: Callable[[], Awaitable[Scores]]) -> Scored:
-        """The scores of this content under ``model_version``; ``compute()`` runs only on a miss nobody shares."""
+    async def get(self, content_hash: str, model_version: str, compute: Callable[[], Awaitable[Scores]],
+                  on_shared: Callable[[], None] | None = None) -> Scored:
+        """The scores of this content under ``model_version``; ``compute()`` runs only on a miss nobody shares.
+
+        ``on_shared`` is called when this post waits for an identical post's scores instead.
+        """
         with self.telemetry.span(tracing.CACHE_LOOKUP) as span:
             cached = await self.lookups.submit((model_version, content_hash))
             shared = cached is None and self.flights.joinable(content_hash)
@@ -60,6 +64,8 @@ class ScoreSource:
         self.telemetry.metrics.cache_lookup(hit=cached is not None or shared)
         if cached is not None:
             return Scored(cached, computed=False)
+        if shared and on_shared is not None:
+            on_shared()
 
         async def store(scores: Scores) -> None:
             await self._store(model_version, content_hash, scores)

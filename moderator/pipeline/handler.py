@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from opentelemetry.trace import SpanKind, get_current_span
 from redis.asyncio import Redis
 
+from moderator.batching import Ticket
 from moderator.cache.source import ScoreSource
 from moderator.cache.store import ScoreCache, Scores
 from moderator.decisions.schema import DecisionSource
@@ -126,25 +127,27 @@ class PostHandler:
         the cache and the model (a dry run). Raises ``IngestError`` with the dead-letter reason.
         """
         started = time.monotonic()
-        post = await self.validate(raw)
-        policy = policy if policy is not None else self.policies.select(post.metadata)
-        bank = await self.bank_check(post, policy)
-        if bank.verdict is not None:
-            scores, source = {}, DecisionSource.BANK
-        elif scores is None:
-            scores, source = await self._scores(post)
-        else:
-            source = DecisionSource.MODEL
+        # Counted on its way to the model batcher until it gets there or ends early (bank, cache, error).
+        with self.infer.inbound.ticket() as ticket:
+            post = await self.validate(raw)
+            policy = policy if policy is not None else self.policies.select(post.metadata)
+            bank = await self.bank_check(post, policy)
+            if bank.verdict is not None:
+                scores, source = {}, DecisionSource.BANK
+            elif scores is None:
+                scores, source = await self._scores(post, ticket)
+            else:
+                source = DecisionSource.MODEL
         return await self.decide(post, policy, bank, scores, source, self.infer.classifier.info, started)
 
-    async def _scores(self, post: ValidPost) -> tuple[Scores, DecisionSource]:
+    async def _scores(self, post: ValidPost, ticket: Ticket) -> tuple[Scores, DecisionSource]:
         # Read before scoring: a classifier swapped in meanwhile (policy reload) must not get these scores.
         model_version = self.infer.classifier.info.version
 
         async def model_scores() -> Scores:
-            return await self.infer(await self.prepare(post, self.infer.classifier))
+            return await self.infer(await self.prepare(post, self.infer.classifier), ticket)
 
-        scored = await self.scores.get(post.content_hash, model_version, model_scores)
+        scored = await self.scores.get(post.content_hash, model_version, model_scores, on_shared=ticket.leave)
         return scored.scores, DecisionSource.MODEL if scored.computed else DecisionSource.CACHE
 
     async def start(self) -> None:

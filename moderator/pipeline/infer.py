@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext
 
-from moderator.batching import BatchingConfig, MicroBatcher
+from moderator.batching import BatchingConfig, Inbound, MicroBatcher, Ticket
 from moderator.cache.store import Scores
 from moderator.ingest.errors import IngestError
 from moderator.ingest.schema import DeadLetterReason
@@ -33,13 +33,20 @@ class Infer:
         self.classifier = classifier
         self.telemetry = telemetry
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # Posts on their way here (the handler counts them): the adaptive batcher waits for them only.
+        self.inbound = Inbound()
         # Each item carries its post's span context, so the batch span can link to every post in it.
         self.batcher: MicroBatcher[tuple[Prepared, SpanContext], Scores] = MicroBatcher.from_config(
-            self._score_batch, batching)
+            self._score_batch, batching, self.inbound)
 
-    async def __call__(self, prepared: Prepared) -> Scores:
-        """This post's scores from the next model batch; a model failure on it raises ``IngestError``."""
+    async def __call__(self, prepared: Prepared, ticket: Ticket | None = None) -> Scores:
+        """This post's scores from the next model batch; a model failure on it raises ``IngestError``.
+
+        ``ticket``, the post's place among those on their way, leaves as the post joins the queue.
+        """
         with self.telemetry.span(tracing.INFERENCE) as inference:
+            if ticket is not None:
+                ticket.leave()
             try:
                 return await self.batcher.submit((prepared, inference.get_span_context()))
             except Exception as exc:
