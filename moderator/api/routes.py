@@ -157,8 +157,8 @@ class Moderation:
 
     async def _decide(self, post: PostInput, param: str, endpoint: str) -> Decided:
         """One post through the pipeline stages (no publishing); a rejection becomes an ``ApiError``."""
-        with self.pipeline.telemetry.tracer.start_as_current_span("decide",
-                                                                  attributes={"moderator.post_id": post.post_id}):
+        # Like the stream's stages: a span of its own only while spans are recorded.
+        with self.pipeline.telemetry.span("decide", attributes={"moderator.post_id": post.post_id}):
             try:
                 decided = await self.pipeline.moderate(post.value)
             except IngestError as error:
