@@ -19,6 +19,7 @@ import numpy as np
 
 from moderator.evaldata import MODES, LabeledPost, to_model_input
 from moderator.model.calibration import Calibration
+from moderator.model.crossval import raised
 from moderator.model.heads import HeadKind, TaskHead, train_head
 from moderator.model.scoring import Encoded, HeadedClassifier
 
@@ -246,6 +247,6 @@ def choose_thresholds(
     thresholds = {}
     for j in scored:
         base = min(max(threshold_at_fpr(scores[benign, j], share), 1e-6), 1 - 1e-6)
-        moved = 1 / (1 + math.exp(-(math.log(base / (1 - base)) + margin)))
+        moved = float(raised(np.array([base]), margin)[0])
         thresholds[names[j]] = min(0.999, max(floor, math.ceil(moved * 1000) / 1000))
     return thresholds
