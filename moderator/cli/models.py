@@ -237,17 +237,15 @@ def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: li
     its out-of-fold scores, and the head fitted on all of ``data``."""
     from moderator.model.crossval import best_setting, cross_validate
     from moderator.model.evaluation import category_metrics, fit_heads
-    from moderator.model.scoring import Encoded, HeadStack
+    from moderator.model.scoring import HeadStack
 
     examples, encoded, labels = data
     names = classifier.spec.names
 
     def score(l2: float, train: np.ndarray, held: np.ndarray) -> np.ndarray:
-        head, calibration = fit_heads(
-            classifier, Encoded(encoded.features[train], encoded.zero_shot[train], encoded.floor[train]),
-            labels[train], name=name, kind=kind, steps=steps, l2=l2, benign_weight=benign_weight)
-        held_out = Encoded(encoded.features[held], encoded.zero_shot[held], encoded.floor[held])
-        return HeadStack(names, calibration, [head]).scores(held_out)
+        head, calibration = fit_heads(classifier, encoded.rows(train), labels[train], name=name, kind=kind,
+                                      steps=steps, l2=l2, benign_weight=benign_weight)
+        return HeadStack(names, calibration, [head]).scores(encoded.rows(held))
 
     results = cross_validate(examples, labels, names, folds, fpr, strengths, score, margins=margins,
                              allocation=allocation)

@@ -35,6 +35,10 @@ class Encoded:
     zero_shot: np.ndarray
     floor: np.ndarray
 
+    def rows(self, index: np.ndarray) -> Encoded:
+        """The posts at ``index`` (a fold's training or held-out rows)."""
+        return Encoded(self.features[index], self.zero_shot[index], self.floor[index])
+
 
 class HeadStack:
     """The heads that score one HeadSpec on one encoder: calibrated zero-shot, then trained heads."""
