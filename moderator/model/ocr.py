@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from moderator.model.onnx_session import rebuilt
 from moderator.model.versions import package_version
 
 _DISTRIBUTION = "rapidocr-onnxruntime"
@@ -46,6 +47,10 @@ class OcrReader:
             det_use_cuda=use_cuda,
             rec_use_cuda=use_cuda,
         )
+        # rapidocr builds default sessions (spinning thread pools); it never enables the arena.
+        for holder in (self._engine.text_det.infer, self._engine.text_rec.session):
+            holder.session = rebuilt(holder.session, cpu_memory_arena=False)
+        self.sessions = (self._engine.text_det.infer.session, self._engine.text_rec.session.session)
         self.version = (f"{_DISTRIBUTION} {package_version(_DISTRIBUTION)} "
                         f"(PP-OCRv4 det+rec, side<={MAX_SIDE}, rec padded per crop)")
 

@@ -15,10 +15,13 @@ model settings and no network:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import torch
+from PIL import Image
 
 from moderator.model.base import HeadSpec, ModelInfo, ModelInput
 from moderator.model.device import resolve_device
@@ -48,9 +51,16 @@ class OfflineStackClassifier:
         self.stage_times = StageTimes()  # per-component time, for the benchmark's profile
         self.device = resolve_device(device)
         onnx_cuda = self.device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        if self.device.type == "cpu":
+            # The stack runs its models side by side on one thread each (``encode``); torch's
+            # intra-op pool would contend with them. Process-wide: torch has no per-model setting.
+            torch.set_num_threads(1)
         self.text = MiniLMEncoder(self.device)
         self.nsfw = NsfwScorer(use_cuda=onnx_cuda)
         self.ocr = OcrReader(use_cuda=onnx_cuda)
+        # open_nsfw and the captions' embeddings run here while OCR runs on the calling thread:
+        # onnxruntime and torch release the GIL while they compute (see ``encode``).
+        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-side")
         self.encoder_components = {
             "image_nsfw": self.nsfw.version,
             "ocr": self.ocr.version,
@@ -83,50 +93,59 @@ class OfflineStackClassifier:
         """Caption embedding, OCR embedding, then nsfw, has_text, has_image, has_ocr."""
         return 2 * self.text.dim + 4
 
-    def _variants(self, caption: str, ocr_text: str, ocr_spaced: str) -> list[str]:
+    def _variants(self, caption: str, caption_spaced: str, ocr_text: str, ocr_spaced: str) -> list[str]:
         """Texts whose best zero-shot match scores the post: each source, re-spaced, and combined."""
-        variants = [caption, self.text.resegmenter(caption) if caption else "", ocr_text, ocr_spaced]
+        variants = [caption, caption_spaced, ocr_text, ocr_spaced]
         if caption and ocr_text:
             variants.append(f"{caption} {ocr_spaced}")
         return list(dict.fromkeys(v for v in variants if v))
 
+    def _timed_nsfw(self, images: Sequence[Image.Image]) -> np.ndarray:
+        with self.stage_times.timed("model.nsfw"):
+            return self.nsfw.score(images)
+
+    def _embed(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each distinct non-empty text's MiniLM embedding, from one call."""
+        unique = list(dict.fromkeys(text for text in texts if text))
+        with self.stage_times.timed("model.text_encoder"):
+            return dict(zip(unique, self.text.encode(unique), strict=True))
+
     def encode(self, items: Sequence[ModelInput]) -> Encoded:
-        """Run open_nsfw and OCR on the images and MiniLM on all texts of the batch at once."""
+        """open_nsfw, then the captions' MiniLM embeddings, on the side thread; OCR, then the
+        embeddings of the texts it read, on this one (one core each; see ``onnx_session``)."""
         n = len(items)
         image_idx = [i for i, item in enumerate(items) if item.image is not None]
         images = [item.image for item in items if item.image is not None]
-        nsfw = np.zeros(n, dtype=np.float32)
-        ocr_texts = [""] * n
-        if images:
-            with self.stage_times.timed("model.nsfw"):
-                nsfw[image_idx] = self.nsfw.score(images)
-            with self.stage_times.timed("model.ocr"):
-                read = self.ocr.read(images)
-            for i, text in zip(image_idx, read, strict=True):
-                ocr_texts[i] = text
         # Disguised spellings ("k1ll", "k i l l") undone before anything is embedded.
         captions = [self.text.deobfuscate((item.text or "").strip()) for item in items]
-        ocr_texts = [self.text.deobfuscate(text) for text in ocr_texts]
+        captions_spaced = [self.text.resegmenter(caption) if caption else "" for caption in captions]
+        nsfw_scores = self._side.submit(self._timed_nsfw, images) if images else None
+        caption_emb = self._side.submit(self._embed, captions + captions_spaced)
+        ocr_texts = [""] * n
+        if images:
+            with self.stage_times.timed("model.ocr"):
+                for i, text in zip(image_idx, self.ocr.read(images), strict=True):
+                    ocr_texts[i] = self.text.deobfuscate(text)
         ocr_spaced = [self.text.resegmenter(text) if text else "" for text in ocr_texts]
-        variants = [self._variants(captions[i], ocr_texts[i], ocr_spaced[i]) for i in range(n)]
-        # Every text embedded once per batch, in one call (captions and OCR text are variants too).
-        unique = list(dict.fromkeys(text for texts in variants for text in texts))
-        row = {text: k for k, text in enumerate(unique)}
-        with self.stage_times.timed("model.text_encoder"):
-            emb = self.text.encode(unique)
+        variants = [self._variants(captions[i], captions_spaced[i], ocr_texts[i], ocr_spaced[i]) for i in range(n)]
+        emb = caption_emb.result()
+        emb |= self._embed([text for texts in variants for text in texts if text not in emb])
+        nsfw = np.zeros(n, dtype=np.float32)
+        if nsfw_scores is not None:
+            nsfw[image_idx] = nsfw_scores.result()
 
         zero_shot = np.full((n, len(self.spec.categories)), _NO_TEXT_LOGIT, dtype=np.float32)
         features = np.zeros((n, self.feature_dim), dtype=np.float32)
         dim = self.text.dim
         for i in range(n):
             if variants[i]:
-                vecs = emb[[row[v] for v in variants[i]]]
+                vecs = np.stack([emb[v] for v in variants[i]])
                 margins = vecs @ self._category_emb.T - (vecs @ self._neutral_emb.T).max(axis=1, keepdims=True)
                 zero_shot[i] = margins.max(axis=0)
             if captions[i]:
-                features[i, :dim] = emb[row[captions[i]]]
+                features[i, :dim] = emb[captions[i]]
             if ocr_spaced[i]:
-                features[i, dim : 2 * dim] = emb[row[ocr_spaced[i]]]
+                features[i, dim : 2 * dim] = emb[ocr_spaced[i]]
             features[i, 2 * dim :] = [nsfw[i], bool(captions[i]), items[i].image is not None, bool(ocr_texts[i])]
         floor = np.zeros_like(zero_shot)
         floor[:, self._nsfw_columns] = nsfw[:, None]
