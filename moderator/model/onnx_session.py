@@ -33,7 +33,7 @@ def rebuilt(session: onnxruntime.InferenceSession, *, cpu_memory_arena: bool = T
     """The same model on the same providers as ``session`` (built by a library with default
     options), with ``session_options``."""
     return onnxruntime.InferenceSession(
-        session._model_path,  # noqa: SLF001 - the path the library loaded, not kept anywhere public
+        session._model_path,  # the path the library loaded; onnxruntime keeps it nowhere public
         sess_options=session_options(cpu_memory_arena=cpu_memory_arena),
         providers=session.get_providers(),
     )
