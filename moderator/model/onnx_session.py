@@ -30,10 +30,13 @@ def session_options(*, cpu_memory_arena: bool = True) -> onnxruntime.SessionOpti
 
 
 def rebuilt(session: onnxruntime.InferenceSession, *, cpu_memory_arena: bool = True) -> onnxruntime.InferenceSession:
-    """The same model on the same providers as ``session`` (built by a library with default
-    options), with ``session_options``."""
+    """The same model on the same providers (and their options) as ``session``, built by a library
+    with default session options, now with ``session_options``."""
+    providers = session.get_providers()
+    provider_options = session.get_provider_options()
     return onnxruntime.InferenceSession(
         session._model_path,  # the path the library loaded; onnxruntime keeps it nowhere public
         sess_options=session_options(cpu_memory_arena=cpu_memory_arena),
-        providers=session.get_providers(),
+        providers=providers,
+        provider_options=[provider_options.get(name, {}) for name in providers],
     )
