@@ -43,5 +43,6 @@ def moderation_result(decision: Decision, policy: Policy, input_types: Iterable[
         if reason.action is not Action.ALLOW:
             for name in mapping.get(reason.category, ()):
                 flags[name] = True
-    return ModerationResult(flagged=decision.action is not Action.ALLOW, categories=flags,
-                            category_scores=scores, category_applied_input_types=applied)
+    # Every value is built here with its declared type: constructed, not validated a second time.
+    return ModerationResult.model_construct(flagged=decision.action is not Action.ALLOW, categories=flags,
+                                            category_scores=scores, category_applied_input_types=applied)

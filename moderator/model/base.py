@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -134,4 +135,11 @@ class WholeBatch:
 
 def staged(classifier: Classifier) -> StagedClassifier:
     """``classifier`` itself when it splits preparation from inference, else a ``WholeBatch`` view of it."""
-    return classifier if isinstance(classifier, StagedClassifier) else WholeBatch(classifier)
+    return classifier if _splits_preparation(type(classifier)) else WholeBatch(classifier)  # type: ignore[return-value]
+
+
+@functools.cache
+def _splits_preparation(kind: type) -> bool:
+    # Asked once per post: a runtime protocol check walks the protocol's members each time (~15 us),
+    # and classifiers define these methods on their class, so the answer is one per class.
+    return all(callable(getattr(kind, name, None)) for name in ("min_decode_side", "prepare", "infer", "score_batch"))

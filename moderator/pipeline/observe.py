@@ -49,7 +49,8 @@ class Observe:
                                                     post.metadata, decided.matches):
                 await self._publish(disagreement)
         if self.recorder is not None:
-            self.recorder.record(ScoreRecord(
+            # Built from values the pipeline already validated and typed: constructed, not validated again.
+            self.recorder.record(ScoreRecord.model_construct(
                 post_id=post.post_id, scores=dict(decision.scores), metadata=dict(post.metadata),
                 matches=list(decided.matches), policy=policy.name, version=policy.version, action=verdict.action,
                 reasons=verdict.reasons, model_version=decision.model.version, decided_at=datetime.now(UTC),

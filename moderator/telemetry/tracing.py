@@ -40,7 +40,8 @@ class KafkaHeadersGetter(Getter[KafkaHeaders]):
     """Reads W3C trace-context fields from Kafka record headers (bytes values, case-insensitive keys)."""
 
     def get(self, carrier: KafkaHeaders, key: str) -> list[str] | None:
-        values = [value.decode("latin-1") for name, value in carrier if name.lower() == key.lower() and value]
+        key = key.lower()
+        values = [value.decode("latin-1") for name, value in carrier if value and name.lower() == key]
         return values or None
 
     def keys(self, carrier: KafkaHeaders) -> list[str]:
