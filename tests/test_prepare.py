@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -108,6 +109,36 @@ def test_staged_view_of_a_plain_classifier_scores_whole_batches() -> None:
     assert view.infer(parts) == [{"n": 2.0}, {"n": 3.0}, {"n": 0.0}]
 
 
+def test_text_posts_prepared_together_get_what_each_gets_alone(classifier: DualEncoderClassifier) -> None:
+    texts = ["hi", None, "a caption far longer than the others, " * 12, "buy cheap pills now", "ok"]
+    together = classifier.prepare_texts(texts)
+    alone = [classifier.prepare([ModelInput(text, None)]) for text in texts]
+    for part, single in zip(together, alone, strict=True):
+        assert (part.size, part.text_rows, part.image_rows) == (single.size, single.text_rows, single.image_rows)
+        for name in ("input_ids", "attention_mask"):
+            mine, reference = getattr(part, name), getattr(single, name)
+            assert (mine is None) == (reference is None)
+            if reference is not None:
+                np.testing.assert_array_equal(mine, reference)
+    scored = [i for i, text in enumerate(texts) if text]
+    assert classifier.infer([together[i] for i in scored]) == classifier.infer([alone[i] for i in scored])
+
+
+def test_stage_prepares_text_posts_per_classifier_in_their_order(tmp_path: Path) -> None:
+    """Posts for two classifiers (a reload mid-stream) in one batch: each gets its own model's tokens."""
+    first = DualEncoderClassifier(str(build_tiny_clip(tmp_path / "a", image_size=32)), SPEC, device="cpu")
+    second = DualEncoderClassifier(str(build_tiny_siglip(tmp_path / "b", image_size=32)), SPEC, device="cpu")
+    pool = Prepare(IngestLimits.from_settings(Settings(_env_file=None)), Telemetry(["model"]), workers=1)  # type: ignore[call-arg]
+    items = [(first, "one"), (second, "two words"), (first, "three whole words"), (second, None)]
+    prepared = pool.texts_now(items)  # type: ignore[arg-type]
+    for (model, text), part in zip(items, prepared, strict=True):
+        expected = model.prepare([ModelInput(text, None)])
+        assert part.text_rows == expected.text_rows  # type: ignore[attr-defined]
+        if expected.input_ids is not None:
+            np.testing.assert_array_equal(part.input_ids, expected.input_ids)  # type: ignore[attr-defined]
+    asyncio.run(pool.close())
+
+
 def test_dual_encoder_is_staged(classifier: DualEncoderClassifier) -> None:
     assert isinstance(classifier, StagedClassifier)
     assert staged(classifier) is classifier
@@ -173,7 +204,7 @@ def test_pool_leaves_jpegs_to_a_gpu_decoder_after_checking_their_headers() -> No
         pool.prepare_now(classifier, None, _huge_jpeg_header())  # type: ignore[arg-type]
     assert bomb.value.reason.value == "image_too_large"
     assert classifier.jpegs == [photo]
-    pool.close()
+    asyncio.run(pool.close())
 
 
 def _huge_jpeg_header() -> bytes:

@@ -83,6 +83,10 @@ class DualEncoderClassifier:
         """Tokens and uint8 pixels for ``items`` (CPU, thread-safe): the preparation stage's work."""
         return self._prepare([item.text for item in items], [item.image for item in items])
 
+    def prepare_texts(self, texts: Sequence[str | None]) -> list[PreparedBatch]:
+        """``prepare`` of each text-only post, tokenised in one call (``Preparer.texts_each``)."""
+        return self._prepare.texts_each(texts)
+
     def prepare_jpeg(self, text: str | None, jpeg: bytes) -> PreparedBatch:
         """Tokens for ``text`` and the JPEG kept for nvjpeg (only when ``decodes_jpeg``): the pool's
         work for a JPEG post when the GPU decodes."""

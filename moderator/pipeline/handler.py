@@ -160,7 +160,7 @@ class PostHandler:
         if self.decide.escalation is not None:
             await self.decide.escalation.close()
         await self.infer.close()
-        self.prepare.close()
+        await self.prepare.close()
         await self.scores.close()
         if self.validate.fetch_client is not None:
             await self.validate.fetch_client.aclose()
