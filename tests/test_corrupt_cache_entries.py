@@ -47,7 +47,8 @@ async def test_unreadable_score_entries_are_misses_counted_and_logged_once(
     redis: Redis, caplog: pytest.LogCaptureFixture,
 ) -> None:
     cache = ScoreCache(redis, 60, Keyspace(f"test:scores:{uuid.uuid4().hex[:8]}"))
-    await cache.set_many("v1", {"good": {"violence": 0.25, "scam": 0.0}})
+    await cache.set_many("v1", {"good": {"violence": 0.25, "scam": 0.0}, "other": {"scam": 1.0}})
+    assert 0 < await redis.ttl(cache.key("v1", "other")) <= 60, "every key of a batch is stored with the TTL"
     for i, value in enumerate(BAD_VALUES):
         await redis.set(cache.key("v1", f"bad{i}"), value)
     hashes = ["good", *(f"bad{i}" for i in range(len(BAD_VALUES))), "absent"]

@@ -27,6 +27,16 @@ def parse_scores(raw: bytes | str) -> Scores:
     return {str(k): float(v) for k, v in value.items()}
 
 
+# SET with a TTL for every key of a batch: one command and one reply for the client to pack and
+# parse per batch, where a pipeline costs it one of each per key (more than Redis's own work).
+_SET_MANY = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
+
 class ScoreCache:
     """Batched get/set of per-post scores in Redis."""
 
@@ -34,6 +44,7 @@ class ScoreCache:
         self.redis = redis
         self.ttl_s = ttl_s
         self.keys = keys
+        self._set_many = redis.register_script(_SET_MANY)
 
     def key(self, model_version: str, content_hash: str) -> str:
         """The Redis key of one post's scores under one model version."""
@@ -49,10 +60,8 @@ class ScoreCache:
                 for key, value in zip(keys, raw, strict=True)]
 
     async def set_many(self, model_version: str, scores: Mapping[str, Scores]) -> None:
-        """Store a batch of scores in one pipelined round trip."""
+        """Store a batch of scores in one round trip (one script call), each key with the cache's TTL."""
         if not scores:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for content_hash, value in scores.items():
-                pipe.set(self.key(model_version, content_hash), orjson.dumps(value), ex=self.ttl_s)
-            await pipe.execute()
+        await self._set_many(keys=[self.key(model_version, h) for h in scores],
+                             args=[self.ttl_s, *(orjson.dumps(value) for value in scores.values())])
