@@ -4,8 +4,10 @@ do not."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from moderator.cache.hashing import content_hash, normalize_text
+from moderator.cache.hashing import _normalize_unicode, content_hash, normalize_text
 
 DISGUISES = [
     ("zero-width space", "he\u200bllo world"),
@@ -39,6 +41,11 @@ DISGUISES = [
 def test_disguised_text_normalises_to_the_plain_text(name: str, text: str) -> None:
     assert normalize_text(text) == "hello world"
     assert content_hash(text, None) == content_hash("hello world", None)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), min_size=1))
+def test_ascii_shortcut_agrees_with_the_full_normalisation(text: str) -> None:
+    assert normalize_text(text) == _normalize_unicode(text)
 
 
 def test_look_alike_under_an_accent_is_folded_too() -> None:

@@ -69,6 +69,9 @@ _LOOKALIKES = str.maketrans({char: latin.casefold() for char, latin in _LOOKALIK
 # A right-to-left override displays the following run reversed: "\u202eolleh" reads "hello".
 _RLO_RUN = re.compile("\u202e([^\u202a-\u202e\u2066-\u2069\n\r\u2029]*)")
 _SPACE = re.compile(r"\s+")
+# The ASCII characters the full normalisation removes (C0 controls, DEL): text that is ASCII and
+# free of them is its own NFKD/NFKC form, has no look-alike or override, and folds case as lower().
+_ASCII_INVISIBLE = re.compile("[" + re.escape("".join(chr(cp) for cp in _INVISIBLE if cp < 128)) + "]")
 
 
 def _visual_order(text: str) -> str:
@@ -81,6 +84,13 @@ def normalize_text(text: str | None) -> str:
     of other scripts mapped to Latin, case-folded, whitespace collapsed. Idempotent; never raises."""
     if not text:
         return ""
+    if text.isascii() and not _ASCII_INVISIBLE.search(text):  # most posts: a fifth of the full path's cost
+        return _SPACE.sub(" ", text.lower()).strip()
+    return _normalize_unicode(text)
+
+
+def _normalize_unicode(text: str) -> str:
+    """``normalize_text`` for any text: the whole chain below."""
     # Look-alikes are mapped twice: before decomposition and case folding (Greek "Η" folds to "η",
     # which no longer looks like "h"; NFKD turns lunate sigma "ϲ" into "ς") and after both (bases
     # under accents, and lowercase look-alikes that folding produced).
