@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from moderator.cli import build_app
 from moderator.evaldata import CATEGORIES, DEV_PATH, TEST_PATH, TRAIN_PATH, read_labeled, to_model_input, write_labeled
 from moderator.model.heads import TaskHead
+from moderator.model.offline import OfflineStackClassifier
+from moderator.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -61,6 +63,21 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     assert set(cv.metrics["held_out"]["recall_by_category"]) <= set(cv.metrics["thresholds"]["by_category"])
     result = runner.invoke(app, ["heads", "train", "--data", str(train), "--cv-folds", "2", "--allocation", "fair"])
     assert result.exit_code != 0 and "--allocation fair" in result.output
+
+    # The top MiniLM layer tuned with the head, in each fold and at the end; written beside the head,
+    # whose encoder is the tuned one: the offline stack loads both from that directory.
+    tuned_dir = tmp_path / "tuned"
+    result = runner.invoke(app, ["heads", "train", "--data", str(train), "--dev", str(dev), "--out", str(tuned_dir),
+                                 "--policy-dir", policy_dir, "--cv-folds", "2", "--tune-layers", "1",
+                                 "--tune-epochs", "1"])
+    assert result.exit_code == 0, result.output
+    tuned = TaskHead.load(tuned_dir / "task-head.json")
+    assert tuned.metrics["text_layers"]["depth"] == 1 and (tuned_dir / "text-layers.safetensors").is_file()
+    assert tuned.encoder != cv.encoder
+    classifier = OfflineStackClassifier(load_policy(ROOT / "policies" / "default.yaml").head_spec(), device="cpu", heads_dir=tuned_dir)
+    assert classifier.stack.heads and classifier.stack.heads[0].version == tuned.version
+    result = runner.invoke(app, ["heads", "train", "--data", str(train), "--cv-folds", "1", "--tune-layers", "1"])
+    assert result.exit_code != 0 and "--tune-layers needs" in result.output
 
     result = runner.invoke(
         app, ["heads", "eval", "--data", str(test), "--heads-dir", str(heads), "--policy-dir", policy_dir, "--markdown"]

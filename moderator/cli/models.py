@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from moderator.model.calibration import Calibration
     from moderator.model.heads import HeadKind, TaskHead
     from moderator.model.scoring import Encoded, HeadedClassifier
+    from moderator.model.tuned_layers import TunedLayers
+    from moderator.model.tuning import TuneSettings
 
 console = stdout_console()
 # Progress lines go to stderr so that `--json` and `--markdown` output can be redirected as is.
@@ -39,6 +42,14 @@ CvFoldsOption = Annotated[
                       "metadata.phrasing); L2 and thresholds chosen on out-of-fold scores, the head trained on both. "
                       "0: train on --data, choose on --dev")
 ]
+TuneLayersOption = Annotated[
+    int, typer.Option("--tune-layers", help="With --cv-folds, offline stack: fine-tune the biases and LayerNorm of "
+                      "MiniLM's top N layers with the head (in every fold too); written beside the head, they make "
+                      "its features. 0: frozen")
+]
+TuneEpochsOption = Annotated[int, typer.Option("--tune-epochs", help="Epochs of --tune-layers training")]
+TuneLrOption = Annotated[float, typer.Option("--tune-lr", help="AdamW learning rate of the tuned layers (the head's "
+                                                               "is a tenth of it)")]
 AllocationOption = Annotated[
     str, typer.Option("--allocation", help="With --cv-folds, how the post-level FPR budget is shared: maximin (lower "
                       "the category with the lowest recall first, so each gets a share) or total (lower whichever "
@@ -148,6 +159,9 @@ def train(
     ] = None,
     cv_folds: CvFoldsOption = 0,
     allocation: AllocationOption = "maximin",
+    tune_layers: TuneLayersOption = 0,
+    tune_epochs: TuneEpochsOption = 3,
+    tune_lr: TuneLrOption = 1e-3,
     policy_dir: PolicyDirOption = None,
     policy: PolicyOption = None,
 ) -> None:
@@ -158,8 +172,7 @@ def train(
     both are chosen on out-of-fold scores over train and dev, and the head is fitted on both.
     """
     from moderator.evaldata import DEV_PATH, TRAIN_PATH
-    from moderator.model.calibration import CALIBRATION_FILE
-    from moderator.model.loader import load_classifier
+    from moderator.model.tuning import TuneSettings
 
     _check_choices(kind, allocation)
     settings = _settings(policy_dir, None)
@@ -167,7 +180,8 @@ def train(
     data_path = data or TRAIN_PATH
     dev_path = dev or (DEV_PATH if data is None else None)
     spec = _head_spec(settings, policy)
-    classifier = load_classifier(settings, spec)
+    tuning = TuneSettings(tune_layers, tune_epochs, tune_lr, tune_lr / 10) if tune_layers else None
+    classifier = _training_classifier(settings, spec, tuning, cv_folds, kind)
     examples, encoded, labels = _encoded(classifier, data_path, "")
     dev_set = _encoded(classifier, dev_path, "dev ") if dev_path is not None else None
     margins = margin or [1.5]
@@ -175,9 +189,11 @@ def train(
         sources = [data_path] + ([dev_path] if dev_path is not None else [])
         if dev_set is not None:
             examples, encoded, labels = _joined((examples, encoded, labels), dev_set)
+        fit = _fitter(classifier, (examples, encoded, labels), name=name, kind=kind, steps=steps,
+                      benign_weight=benign_weight, tuning=tuning)
         strength, head, calibration, thresholds = _cross_validated(
-            classifier, (examples, encoded, labels), sources, l2 or [1e-2], folds=cv_folds, name=name, kind=kind,
-            steps=steps, benign_weight=benign_weight, fpr=fpr, margins=margins, allocation=allocation)
+            classifier, (examples, encoded, labels), sources, l2 or [1e-2], fit, folds=cv_folds,
+            benign_weight=benign_weight, fpr=fpr, margins=margins, allocation=allocation, out_dir=out_dir)
         chosen_for = f"{fpr:g} post-level FPR on {cv_folds}-fold out-of-fold scores ({allocation})"
     else:
         strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
@@ -186,15 +202,25 @@ def train(
                                      dev_path, strength=strength, benign_weight=benign_weight, fpr=fpr,
                                      margin=margins[0])
         chosen_for = f"{fpr:g} post-level FPR on {dev_path.name if dev_path else ''}"
+    _write_head(head, calibration, spec, out_dir, strength=strength, tuned=tuning is not None)
+    if thresholds:
+        _print_thresholds(thresholds, f"{chosen_for}, logit margin {head.metrics['thresholds']['margin']:g}")
+
+
+def _write_head(head: TaskHead, calibration: Calibration, spec: HeadSpec, out_dir: Path, *, strength: float,
+                tuned: bool) -> None:
+    """The head and its zero-shot calibration into ``out_dir`` (tuned text layers are already there)."""
+    from moderator.model.calibration import CALIBRATION_FILE
+    from moderator.model.tuned_layers import TUNED_LAYERS_FILE
+
+    if not tuned:  # a head on frozen features: tuned layers left from an earlier run would hide it
+        (out_dir / TUNED_LAYERS_FILE).unlink(missing_ok=True)
     path = head.save(out_dir)
     (out_dir / CALIBRATION_FILE).write_text(
-        calibration.to_json(encoder=classifier.encoder_id, fingerprint=spec.fingerprint()),
-        encoding="utf-8",
+        calibration.to_json(encoder=head.encoder, fingerprint=spec.fingerprint()), encoding="utf-8"
     )
     console.print(f"head {head.name} ({head.kind}, l2={strength:g}) version {head.version} -> {path}")
     console.print(f"categories: {', '.join(head.categories)}; zero-shot calibration -> {out_dir / CALIBRATION_FILE}")
-    if thresholds:
-        _print_thresholds(thresholds, f"{chosen_for}, logit margin {head.metrics['thresholds']['margin']:g}")
 
 
 LabeledSet = tuple["list[LabeledPost]", "Encoded", np.ndarray]
@@ -230,22 +256,69 @@ def _joined(first: LabeledSet, second: LabeledSet) -> LabeledSet:
     return [*first[0], *second[0]], encoded, np.concatenate([first[2], second[2]])
 
 
-def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: list[Path], strengths: list[float], *,
-                     folds: int, name: str, kind: HeadKind, steps: int, benign_weight: float, fpr: float,
-                     margins: list[float], allocation: str) -> tuple[float, TaskHead, Calibration, dict[str, float]]:
+def _training_classifier(settings: Settings, spec: HeadSpec, tuning: TuneSettings | None, cv_folds: int,
+                         kind: str) -> HeadedClassifier:
+    """The classifier whose features a head is trained on: for the offline stack, its frozen text
+    layers (tuned ones in a heads directory are not a starting point; ``--tune-layers`` makes new ones)."""
+    from moderator.model.loader import load_classifier
+    from moderator.model.offline import OfflineStackClassifier
+
+    if tuning is not None and (settings.model or cv_folds < 2 or kind != "shared"):
+        fail("--tune-layers needs the offline stack (no MODERATOR_MODEL), --cv-folds 2 or more and --kind shared")
+    if settings.model:
+        return load_classifier(settings, spec)
+    return OfflineStackClassifier(spec, device=settings.device, heads_dir=settings.heads_dir, tuned_layers=False)
+
+
+# (L2, training rows) -> a head, its zero-shot calibration, features of every post for that head,
+# and the tuned text layers (None: frozen features).
+Fit = Callable[[float, np.ndarray], "tuple[TaskHead, Calibration, Encoded, TunedLayers | None]"]
+
+
+def _fitter(classifier: HeadedClassifier, data: LabeledSet, *, name: str, kind: HeadKind, steps: int,
+            benign_weight: float, tuning: TuneSettings | None) -> Fit:
+    """How a head is fitted on some rows: on the frozen features, or tuned with the text layers."""
+    from moderator.model.calibration import Calibration
+    from moderator.model.evaluation import fit_heads, read_examples
+    from moderator.model.offline import OfflineStackClassifier
+    from moderator.model.tuning import fit_tuned_head, text_states, tuned_encoded
+
+    examples, encoded, labels = data
+    if tuning is None:
+        def frozen(l2: float, rows: np.ndarray) -> tuple[TaskHead, Calibration, Encoded, TunedLayers | None]:
+            head, calibration = fit_heads(classifier, encoded.rows(rows), labels[rows], name=name, kind=kind,
+                                          steps=steps, l2=l2, benign_weight=benign_weight)
+            return head, calibration, encoded, None
+        return frozen
+    assert isinstance(classifier, OfflineStackClassifier)
+    status.print(f"caching MiniLM states under the top {tuning.depth} layer(s) of every text ...")
+    states = text_states(classifier, read_examples(classifier, examples), tuning.depth)
+
+    def tuned(l2: float, rows: np.ndarray) -> tuple[TaskHead, Calibration, Encoded, TunedLayers | None]:
+        head, layers = fit_tuned_head(classifier, states, encoded, labels, rows, name=name, steps=steps, l2=l2,
+                                      benign_weight=benign_weight, settings=tuning)
+        calibration = Calibration(classifier.default_calibration).fit(classifier.spec.names,
+                                                                      encoded.zero_shot[rows], labels[rows])
+        return head, calibration, tuned_encoded(layers, states, encoded), layers
+    return tuned
+
+
+def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: list[Path], strengths: list[float],
+                     fit: Fit, *, folds: int, benign_weight: float, fpr: float, margins: list[float], allocation: str,
+                     out_dir: Path) -> tuple[float, TaskHead, Calibration, dict[str, float]]:
     """L2 and margin with the best held-out recall within ``fpr`` under grouped k-fold, thresholds on
-    its out-of-fold scores, and the head fitted on all of ``data``."""
+    its out-of-fold scores, and the head fitted on all of ``data`` (tuned text layers, if any,
+    written to ``out_dir``)."""
     from moderator.model.crossval import best_setting, cross_validate
-    from moderator.model.evaluation import category_metrics, fit_heads
+    from moderator.model.evaluation import category_metrics
     from moderator.model.scoring import HeadStack
 
     examples, encoded, labels = data
     names = classifier.spec.names
 
     def score(l2: float, train: np.ndarray, held: np.ndarray) -> np.ndarray:
-        head, calibration = fit_heads(classifier, encoded.rows(train), labels[train], name=name, kind=kind,
-                                      steps=steps, l2=l2, benign_weight=benign_weight)
-        return HeadStack(names, calibration, [head]).scores(encoded.rows(held))
+        head, calibration, features, _ = fit(l2, train)
+        return HeadStack(names, calibration, [head]).scores(features.rows(held))
 
     results = cross_validate(examples, labels, names, folds, fpr, strengths, score, margins=margins,
                              allocation=allocation)
@@ -254,8 +327,9 @@ def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: li
                      f"{r.held_out.false_positive_rate:.3f}, lowest category {r.held_out.minimum_category_recall:.3f} "
                      f"({folds} folds, thresholds chosen on the others)")
     best = best_setting(results, fpr)
-    head, calibration = fit_heads(classifier, encoded, labels, name=name, kind=kind, steps=steps, l2=best.l2,
-                                  benign_weight=benign_weight)
+    head, calibration, _, layers = fit(best.l2, np.arange(len(examples)))
+    if layers is not None:
+        layers.save(out_dir)
     head.metrics = {
         "data": "+".join(p.name for p in sources),
         "data_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12],
@@ -263,6 +337,7 @@ def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: li
         "l2": best.l2,
         "benign_weight": benign_weight,
         "cv_folds": folds,
+        "text_layers": {"depth": layers.depth, "version": layers.version} if layers is not None else None,
         "oof_roc_auc": {m.category: m.roc_auc for m in category_metrics(names, examples, best.scores, labels)},
         "held_out": {"recall": best.held_out.recall, "false_positive_rate": best.held_out.false_positive_rate,
                      "recall_by_category": {n: r for n, r in zip(names, best.held_out.recall_by_category, strict=True)

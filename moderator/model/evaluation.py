@@ -9,11 +9,13 @@ category and per mode (harmful wording in the caption only, only inside the imag
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +24,9 @@ from moderator.model.calibration import Calibration
 from moderator.model.crossval import raised
 from moderator.model.heads import HeadKind, TaskHead, train_head
 from moderator.model.scoring import Encoded, HeadedClassifier
+
+if TYPE_CHECKING:
+    from moderator.model.offline import OfflineStackClassifier, PostText
 
 REPORTED_FPRS = (0.01, 0.02)
 # Encoded labeled sets, so that train, eval and every L2 candidate run the (slow) OCR once.
@@ -45,16 +50,23 @@ def encode_examples(
     """Encode labeled posts in fixed-order batches and stack the results (reproducible scores).
 
     Scores do not depend on batch composition, so the result is a function of encoder, prompts and
-    posts: it is kept in ``cache_dir`` under a digest of those (``None``: no cache).
+    posts: it is kept in ``cache_dir`` under a digest of those (``None``: no cache). The offline
+    stack embeds the texts of ``read_examples`` (cached too), so OCR runs once per post.
     """
+    from moderator.model.offline import OfflineStackClassifier
+
     path = cache_dir / f"{_cache_key(classifier, examples)}.npz" if cache_dir is not None else None
     if path is not None and path.is_file():
         with np.load(path) as cached:
             return Encoded(features=cached["features"], zero_shot=cached["zero_shot"], floor=cached["floor"])
-    parts = [
-        classifier.encode([to_model_input(ex.post) for ex in examples[start : start + batch_size]])
-        for start in range(0, len(examples), batch_size)
-    ]
+    if isinstance(classifier, OfflineStackClassifier):
+        texts = read_examples(classifier, examples, batch_size, cache_dir)
+        parts = [classifier.encode_read(texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)]
+    else:
+        parts = [
+            classifier.encode([to_model_input(ex.post) for ex in examples[start : start + batch_size]])
+            for start in range(0, len(examples), batch_size)
+        ]
     encoded = Encoded(
         features=np.concatenate([p.features for p in parts]),
         zero_shot=np.concatenate([p.zero_shot for p in parts]),
@@ -66,6 +78,35 @@ def encode_examples(
         np.savez(partial, features=encoded.features, zero_shot=encoded.zero_shot, floor=encoded.floor)
         partial.replace(path)
     return encoded
+
+
+def read_examples(
+    classifier: OfflineStackClassifier, examples: Sequence[LabeledPost], batch_size: int = 32,
+    cache_dir: Path | None = FEATURE_CACHE_DIR,
+) -> list[PostText]:
+    """The offline stack's reading of labeled posts (OCR, open_nsfw, text clean-up), kept in
+    ``cache_dir`` under a digest of those components and the posts: tuning the text layers and
+    every fold after it reuse it."""
+    from moderator.model.offline import PostText
+
+    components = {k: classifier.encoder_components[k] for k in ("image_nsfw", "ocr", "text_encoder", "features")}
+    digest = hashlib.sha256(json.dumps(components, sort_keys=True).encode())
+    for ex in examples:
+        digest.update(ex.post.model_dump_json().encode())
+    path = cache_dir / f"texts-{digest.hexdigest()[:24]}.json" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return [PostText(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
+    texts = [
+        text
+        for start in range(0, len(examples), batch_size)
+        for text in classifier.read([to_model_input(ex.post) for ex in examples[start : start + batch_size]])
+    ]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps([asdict(t) for t in texts]), encoding="utf-8")
+        partial.replace(path)
+    return texts
 
 
 def embedding_slots(classifier: HeadedClassifier) -> tuple[tuple[int, int], ...]:

@@ -170,6 +170,20 @@ def _standardisation(x: torch.Tensor, slots: Sequence[tuple[int, int]]) -> tuple
     return mean, torch.where(std < 1e-6, torch.ones_like(std), std)
 
 
+def loss_weights(labels: np.ndarray, benign_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets (NaN as 0) and per-entry BCE weights: each class half of each category's loss
+    (harmful posts are the minority), posts labeled 0 everywhere ``benign_weight`` times the other
+    negatives, unknown labels 0."""
+    y_raw = torch.from_numpy(labels).float()
+    known = (~torch.isnan(y_raw)).float()
+    y = torch.nan_to_num(y_raw)
+    benign = ((y * known).sum(dim=1, keepdim=True) == 0).float()
+    emphasis = (1 + (benign_weight - 1) * benign) * known * (1 - y)
+    positives = (y * known).sum(dim=0)
+    weight = torch.where(y > 0.5, 0.5 / positives.clamp(min=1), 0.5 * emphasis / emphasis.sum(dim=0).clamp(min=1e-6))
+    return y, weight * known
+
+
 def train_head(
     features: np.ndarray,
     labels: np.ndarray,
@@ -206,16 +220,8 @@ def train_head(
         log.warning("not training %s: labels lack a positive or a negative example", dropped)
     torch.manual_seed(seed)
     x = torch.from_numpy(features).float()
-    y_raw = torch.from_numpy(labels[:, keep]).float()
-    known = ~torch.isnan(y_raw)
-    y = torch.nan_to_num(y_raw)
+    y, weight = loss_weights(labels[:, keep], benign_weight)
     mean, std = _standardisation(x, slots)
-    # Harmful posts are the minority: weight each class to half of each category's loss.
-    benign = ((y * known).sum(dim=1, keepdim=True) == 0).float()
-    emphasis = (1 + (benign_weight - 1) * benign) * known * (1 - y)
-    positives = (y * known).sum(dim=0)
-    weight = torch.where(y > 0.5, 0.5 / positives.clamp(min=1), 0.5 * emphasis / emphasis.sum(dim=0).clamp(min=1e-6))
-    weight = weight * known
     net = _build_net(kind, int(mean.shape[0]), len(keep), hidden)
     head = TaskHead(
         name=name,

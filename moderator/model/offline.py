@@ -8,14 +8,17 @@ model settings and no network:
   for a re-spaced variant (OCR drops spaces);
 * zero-shot text heads: similarity to each category's prompt ensemble minus similarity to the
   closest neutral prompt, calibrated per category;
-* trained heads (``MODERATOR_HEADS_DIR``) on the same frozen features replace zero-shot heads for
-  the categories they were trained on.
+* trained heads (``MODERATOR_HEADS_DIR``, else the packaged ones) replace zero-shot heads for the
+  categories they were trained on. Their features are the caption and OCR text embedded by MiniLM,
+  through fine-tuned top layers when the heads directory ships them (``text-layers.safetensors``,
+  branched from the shared lower layers in the same pass).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +28,12 @@ from PIL import Image
 
 from moderator.model.base import HeadSpec, ModelInfo, ModelInput
 from moderator.model.device import resolve_device
+from moderator.model.heads import PACKAGED_HEADS_DIR
 from moderator.model.nsfw import NsfwScorer
 from moderator.model.ocr import OcrReader
 from moderator.model.scoring import Encoded, HeadStack, as_dicts
 from moderator.model.text_encoder import MiniLMEncoder
+from moderator.model.tuned_layers import TUNED_LAYERS_FILE, TunedLayers
 from moderator.model.versions import combined_version
 from moderator.telemetry.stages import StageTimes
 
@@ -41,12 +46,29 @@ FEATURES_VERSION = "offline-v2"
 DEFAULT_CALIBRATION = (0.05, -4.0)
 # Logit for a post with no text at all (image without legible text): "nothing to match".
 _NO_TEXT_LOGIT = -1.0
+# A text's two embeddings: MiniLM as shipped (zero-shot) and through the tuned top layers (features).
+Embedded = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class PostText:
+    """What the image models and the text clean-up make of a post, before any embedding: the
+    caption and OCR text with disguises undone, the OCR text re-spaced, and open_nsfw's score."""
+
+    caption: str
+    ocr_text: str
+    ocr_spaced: str
+    nsfw: float
+    has_image: bool
 
 
 class OfflineStackClassifier:
     """Scores posts for a policy's categories with the packaged models (see module docstring)."""
 
-    def __init__(self, heads: HeadSpec, device: str = "auto", heads_dir: Path | None = None) -> None:
+    def __init__(self, heads: HeadSpec, device: str = "auto", heads_dir: Path | None = None, *,
+                 tuned_layers: bool = True) -> None:
+        """``tuned_layers=False`` ignores fine-tuned text layers in the heads directory (the frozen
+        features that tuning starts from)."""
         self.spec = heads
         self.stage_times = StageTimes()  # per-component time, for the benchmark's profile
         self.device = resolve_device(device)
@@ -67,7 +89,9 @@ class OfflineStackClassifier:
             "text_encoder": self.text.version,
             "features": FEATURES_VERSION,
         }
-        self.encoder_id = f"{FEATURES_VERSION}@{combined_version(self.encoder_components)}"
+        directory = heads_dir if heads_dir is not None else PACKAGED_HEADS_DIR
+        self.tuned = self._tuned_layers(directory) if tuned_layers else None
+        self.encoder_id = self.tuned_encoder_id(self.tuned)
         self.default_calibration = DEFAULT_CALIBRATION
         self._category_emb = np.stack([self._prompt_ensemble(c.prompts) for c in heads.categories])
         self._neutral_emb = self.text.encode(list(heads.neutral_prompts))
@@ -76,9 +100,26 @@ class OfflineStackClassifier:
             heads, encoder=self.encoder_id, default_calibration=DEFAULT_CALIBRATION, heads_dir=heads_dir
         )
         components = dict(self.encoder_components)
+        if self.tuned is not None:
+            components["text_layers"] = f"top{self.tuned.depth}@{self.tuned.version}"
         components["zero_shot"] = f"minilm-prompts@{heads.fingerprint()}"
         components |= self.stack.components()
         self._info = ModelInfo(name="offline-stack", version=combined_version(components), components=components)
+
+    def _tuned_layers(self, directory: Path) -> TunedLayers | None:
+        """The fine-tuned top layers shipped beside the heads, on the model's device; None without."""
+        path = directory / TUNED_LAYERS_FILE
+        if not path.is_file():
+            return None
+        tuned = TunedLayers.load(path, self.text.model, self.text.version)
+        return tuned.to(device=self.device, dtype=next(self.text.model.parameters()).dtype)
+
+    def tuned_encoder_id(self, tuned: TunedLayers | None) -> str:
+        """The encoder id of features made through ``tuned`` top layers (frozen ones for None)."""
+        components = dict(self.encoder_components)
+        if tuned is not None:
+            components["text_layers"] = f"top{tuned.depth}@{tuned.version}"
+        return f"{FEATURES_VERSION}@{combined_version(components)}"
 
     def _prompt_ensemble(self, prompts: Sequence[str]) -> np.ndarray:
         mean = self.text.encode(list(prompts)).mean(axis=0)
@@ -104,11 +145,12 @@ class OfflineStackClassifier:
         with self.stage_times.timed("model.nsfw"):
             return self.nsfw.score(images)
 
-    def _embed(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Each distinct non-empty text's MiniLM embedding, from one call."""
+    def _embed(self, texts: Sequence[str]) -> dict[str, Embedded]:
+        """Each distinct non-empty text's embeddings (shipped, tuned), from one MiniLM pass."""
         unique = list(dict.fromkeys(text for text in texts if text))
         with self.stage_times.timed("model.text_encoder"):
-            return dict(zip(unique, self.text.encode(unique), strict=True))
+            shipped, tuned = self.text.encode_with(unique, self.tuned)
+        return {text: (shipped[k], tuned[k]) for k, text in enumerate(unique)}
 
     def encode(self, items: Sequence[ModelInput]) -> Encoded:
         """open_nsfw, then the captions' MiniLM embeddings, on the side thread; OCR, then the
@@ -126,27 +168,57 @@ class OfflineStackClassifier:
             with self.stage_times.timed("model.ocr"):
                 for i, text in zip(image_idx, self.ocr.read(images), strict=True):
                     ocr_texts[i] = self.text.deobfuscate(text)
-        ocr_spaced = [self.text.resegmenter(text) if text else "" for text in ocr_texts]
-        variants = [self._variants(captions[i], captions_spaced[i], ocr_texts[i], ocr_spaced[i]) for i in range(n)]
-        emb = caption_emb.result()
-        emb |= self._embed([text for texts in variants for text in texts if text not in emb])
         nsfw = np.zeros(n, dtype=np.float32)
         if nsfw_scores is not None:
             nsfw[image_idx] = nsfw_scores.result()
+        posts = [PostText(captions[i], ocr_texts[i], self.text.resegmenter(ocr_texts[i]) if ocr_texts[i] else "",
+                          float(nsfw[i]), items[i].image is not None) for i in range(n)]
+        return self._assemble(posts, captions_spaced, caption_emb.result())
 
+    def read(self, items: Sequence[ModelInput]) -> list[PostText]:
+        """open_nsfw and OCR on the batch's images, disguises undone, OCR text re-spaced: what
+        ``encode_read`` embeds (training caches it, so OCR runs once per labeled post)."""
+        images = [item.image for item in items if item.image is not None]
+        nsfw = iter(self.nsfw.score(images) if images else [])
+        ocr = iter(self.ocr.read(images) if images else [])
+        posts = []
+        for item in items:
+            ocr_text = self.text.deobfuscate(next(ocr)) if item.image is not None else ""
+            posts.append(PostText(
+                caption=self.text.deobfuscate((item.text or "").strip()),
+                ocr_text=ocr_text,
+                ocr_spaced=self.text.resegmenter(ocr_text) if ocr_text else "",
+                nsfw=float(next(nsfw)) if item.image is not None else 0.0,
+                has_image=item.image is not None,
+            ))
+        return posts
+
+    def encode_read(self, posts: Sequence[PostText]) -> Encoded:
+        """Features and zero-shot logits of posts already read (``read``)."""
+        spaced = [self.text.resegmenter(post.caption) if post.caption else "" for post in posts]
+        return self._assemble(posts, spaced, {})
+
+    def _assemble(self, posts: Sequence[PostText], captions_spaced: Sequence[str],
+                  emb: dict[str, Embedded]) -> Encoded:
+        """Zero-shot logits from the shipped embeddings of every variant, features from the tuned
+        ones of caption and OCR text; texts missing from ``emb`` are embedded here."""
+        n = len(posts)
+        variants = [self._variants(p.caption, captions_spaced[i], p.ocr_text, p.ocr_spaced) for i, p in enumerate(posts)]
+        emb |= self._embed([text for texts in variants for text in texts if text not in emb])
         zero_shot = np.full((n, len(self.spec.categories)), _NO_TEXT_LOGIT, dtype=np.float32)
         features = np.zeros((n, self.feature_dim), dtype=np.float32)
         dim = self.text.dim
-        for i in range(n):
+        for i, post in enumerate(posts):
             if variants[i]:
-                vecs = np.stack([emb[v] for v in variants[i]])
+                vecs = np.stack([emb[v][0] for v in variants[i]])
                 margins = vecs @ self._category_emb.T - (vecs @ self._neutral_emb.T).max(axis=1, keepdims=True)
                 zero_shot[i] = margins.max(axis=0)
-            if captions[i]:
-                features[i, :dim] = emb[captions[i]]
-            if ocr_spaced[i]:
-                features[i, dim : 2 * dim] = emb[ocr_spaced[i]]
-            features[i, 2 * dim :] = [nsfw[i], bool(captions[i]), items[i].image is not None, bool(ocr_texts[i])]
+            if post.caption:
+                features[i, :dim] = emb[post.caption][1]
+            if post.ocr_spaced:
+                features[i, dim : 2 * dim] = emb[post.ocr_spaced][1]
+            features[i, 2 * dim :] = [post.nsfw, bool(post.caption), post.has_image, bool(post.ocr_text)]
+        nsfw = np.array([post.nsfw for post in posts], dtype=np.float32)
         floor = np.zeros_like(zero_shot)
         floor[:, self._nsfw_columns] = nsfw[:, None]
         return Encoded(features=features, zero_shot=zero_shot, floor=floor)

