@@ -27,7 +27,7 @@ from tests.conftest import ROOT, Servers
 DEFAULT_FILE = ROOT / "policies" / "default.yaml"
 CALM = dict.fromkeys(CATEGORIES, 0.0)
 
-# (post, scores, the action the shipped default gives: scam-review 0.9104, scam-block 0.98, sexual-review 0.9019)
+# (post, scores, the action the shipped default gives: scam-review 0.9166, scam-block 0.9802, sexual-review 0.9104)
 RECORDED = [
     ("s10", {"scam": 0.10}, "allow"),
     ("s50", {"scam": 0.50}, "allow"),
@@ -40,7 +40,7 @@ RECORDED = [
     ("x92-s96", {"sexual": 0.92, "scam": 0.96}, "review"),
     ("x93", {"sexual": 0.93}, "review"),
 ]
-# The candidate blocks scam from 0.85 (was 0.98) and reviews sexual from 0.95 (was 0.9019). By hand:
+# The candidate blocks scam from 0.85 (was 0.9802) and reviews sexual from 0.95 (was 0.9104). By hand:
 #   s86: allow -> block; s92, s95, x92-s96: review -> block, counted under scam (the stricter rule
 #   that now fires); x93: review -> allow, counted under sexual (the rule that no longer fires).
 EXPECTED_CHANGED = 5
@@ -51,7 +51,7 @@ EXPECTED_BY_CATEGORY = {"scam": 4, "sexual": 1}
 def candidate_file(tmp_path: Path) -> Path:
     text = DEFAULT_FILE.read_text(encoding="utf-8")
     text = text.replace('version: "2"', 'version: "3"')
-    old_scam, old_sexual = "scam, threshold: 0.98, action: block", "sexual, threshold: 0.9019, action: review"
+    old_scam, old_sexual = "scam, threshold: 0.9802, action: block", "sexual, threshold: 0.9104, action: review"
     assert old_scam in text and old_sexual in text, "the shipped thresholds moved: update RECORDED and these"
     text = text.replace(old_scam, "scam, threshold: 0.85, action: block")
     text = text.replace(old_sexual, "sexual, threshold: 0.95, action: review")
