@@ -46,8 +46,9 @@ FEATURES_VERSION = "offline-v2"
 DEFAULT_CALIBRATION = (0.05, -4.0)
 # Logit for a post with no text at all (image without legible text): "nothing to match".
 _NO_TEXT_LOGIT = -1.0
-# A text's two embeddings: MiniLM as shipped (zero-shot) and through the tuned top layers (features).
-Embedded = tuple[np.ndarray, np.ndarray]
+# A text's two embeddings: MiniLM as shipped (zero-shot) and through the tuned top layers (features;
+# None for a text no feature reads: the re-spaced caption, caption + OCR text).
+Embedded = tuple[np.ndarray, np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,13 @@ class OfflineStackClassifier:
         with self.stage_times.timed("model.nsfw"):
             return self.nsfw.score(images)
 
-    def _embed(self, texts: Sequence[str]) -> dict[str, Embedded]:
-        """Each distinct non-empty text's embeddings (shipped, tuned), from one MiniLM pass."""
+    def _embed(self, texts: Sequence[str], featured: set[str]) -> dict[str, Embedded]:
+        """Each distinct non-empty text's embeddings, from one MiniLM pass: shipped, and tuned for
+        the texts in ``featured`` (the tuned layers run only for those)."""
         unique = list(dict.fromkeys(text for text in texts if text))
         with self.stage_times.timed("model.text_encoder"):
-            shipped, tuned = self.text.encode_with(unique, self.tuned)
-        return {text: (shipped[k], tuned[k]) for k, text in enumerate(unique)}
+            shipped, tuned = self.text.encode_with(unique, self.tuned, featured)
+        return {text: (shipped[k], tuned[k] if text in featured else None) for k, text in enumerate(unique)}
 
     def encode(self, items: Sequence[ModelInput]) -> Encoded:
         """open_nsfw, then the captions' MiniLM embeddings, on the side thread; OCR, then the
@@ -162,7 +164,7 @@ class OfflineStackClassifier:
         captions = [self.text.deobfuscate((item.text or "").strip()) for item in items]
         captions_spaced = [self.text.resegmenter(caption) if caption else "" for caption in captions]
         nsfw_scores = self._side.submit(self._timed_nsfw, images) if images else None
-        caption_emb = self._side.submit(self._embed, captions + captions_spaced)
+        caption_emb = self._side.submit(self._embed, captions + captions_spaced, set(captions))
         ocr_texts = [""] * n
         if images:
             with self.stage_times.timed("model.ocr"):
@@ -204,7 +206,9 @@ class OfflineStackClassifier:
         ones of caption and OCR text; texts missing from ``emb`` are embedded here."""
         n = len(posts)
         variants = [self._variants(p.caption, captions_spaced[i], p.ocr_text, p.ocr_spaced) for i, p in enumerate(posts)]
-        emb |= self._embed([text for texts in variants for text in texts if text not in emb])
+        featured = {text for post in posts for text in (post.caption, post.ocr_spaced) if text}
+        missing = [t for texts in variants for t in texts if t not in emb or (t in featured and emb[t][1] is None)]
+        emb |= self._embed(missing, featured)
         zero_shot = np.full((n, len(self.spec.categories)), _NO_TEXT_LOGIT, dtype=np.float32)
         features = np.zeros((n, self.feature_dim), dtype=np.float32)
         dim = self.text.dim
@@ -213,10 +217,10 @@ class OfflineStackClassifier:
                 vecs = np.stack([emb[v][0] for v in variants[i]])
                 margins = vecs @ self._category_emb.T - (vecs @ self._neutral_emb.T).max(axis=1, keepdims=True)
                 zero_shot[i] = margins.max(axis=0)
-            if post.caption:
-                features[i, :dim] = emb[post.caption][1]
-            if post.ocr_spaced:
-                features[i, dim : 2 * dim] = emb[post.ocr_spaced][1]
+            for slot, text in enumerate((post.caption, post.ocr_spaced)):
+                tuned = emb[text][1] if text else None
+                if tuned is not None:
+                    features[i, slot * dim : (slot + 1) * dim] = tuned
             features[i, 2 * dim :] = [post.nsfw, bool(post.caption), post.has_image, bool(post.ocr_text)]
         nsfw = np.array([post.nsfw for post in posts], dtype=np.float32)
         floor = np.zeros_like(zero_shot)

@@ -6,7 +6,7 @@ L2-normalised exactly as sentence-transformers does for this model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,18 +71,21 @@ class MiniLMEncoder:
         return self.encode_with(texts, None)[0]
 
     @torch.inference_mode()
-    def encode_with(self, texts: list[str], tuned: TunedLayers | None) -> tuple[np.ndarray, np.ndarray]:
+    def encode_with(self, texts: list[str], tuned: TunedLayers | None,
+                    branch: Collection[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The shipped embeddings of ``texts`` and, from the same pass, those of the ``tuned`` top
-        layers branched from the hidden states below them (the shipped ones again without ``tuned``)."""
+        layers branched from the hidden states below them, for the texts in ``branch`` (all when
+        None; zeros for the others). Without ``tuned`` the second array is the first."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         branched = np.zeros_like(out) if tuned is not None else out
         for idx, batch in self._batches(texts):
             result = self.model(**batch, output_hidden_states=tuned is not None)
             mask = batch["attention_mask"]
             out[idx] = mean_pooled(result.last_hidden_state, mask).cpu().numpy()
-            if tuned is not None:
+            rows = [r for r, i in enumerate(idx) if branch is None or texts[i] in branch]
+            if tuned is not None and rows:
                 below = result.hidden_states[len(result.hidden_states) - 1 - tuned.depth]
-                branched[idx] = tuned.embed(below, mask).cpu().numpy()
+                branched[[idx[r] for r in rows]] = tuned.embed(below[rows], mask[rows]).cpu().numpy()
         return out, branched
 
     @torch.inference_mode()
