@@ -290,7 +290,8 @@ def _fitter(classifier: HeadedClassifier, data: LabeledSet, *, name: str, kind: 
                                           steps=steps, l2=l2, benign_weight=benign_weight)
             return head, calibration, encoded, None
         return frozen
-    assert isinstance(classifier, OfflineStackClassifier)
+    if not isinstance(classifier, OfflineStackClassifier):  # refused earlier by _training_classifier
+        raise TypeError(f"--tune-layers needs the offline stack, not {type(classifier).__name__}")
     status.print(f"caching MiniLM states under the top {tuning.depth} layer(s) of every text ...")
     states = text_states(classifier, read_examples(classifier, examples), tuning.depth)
 
