@@ -5,8 +5,9 @@ textless picture), the phrasing only rendered inside an image under a neutral ca
 for some phrasings both at once, and for some a disguised copy (leetspeak, spaced or dotted
 letters) as caption or image. Benign near misses are built the same way, next to textless generated
 pictures. Splits are drawn by phrasing (half train, a quarter dev, a quarter test per group, the
-second batch of ``phrases_more.py`` apart from the first), so a phrasing and its variants never
-straddle splits; ``metadata.phrasing`` names the phrasing a post was built from.
+second batch of ``phrases_more.py`` and the third of ``third/`` each apart from the others), so a
+phrasing and its variants never straddle splits; ``metadata.phrasing`` names the phrasing a post
+was built from.
 
 Deterministic for a given Pillow version; images are small JPEGs drawn with Pillow's bundled font.
 This is a development tool: the service never imports it, it only reads the files it writes.
@@ -29,6 +30,7 @@ from moderator.evaldata import CATEGORIES, SPLIT_PATHS, LabeledPost, write_label
 from moderator.ingest.schema import ImageRef, Post
 from tools.evaldata.phrases import ALSO, BENIGN, HARMFUL, NEUTRAL_CAPTIONS, PHOTO_CAPTIONS
 from tools.evaldata.phrases_more import BENIGN_MORE, HARMFUL_MORE
+from tools.evaldata.third import BENIGN_THIRD, HARMFUL_THIRD
 
 SIZES = [(256, 160), (224, 224), (288, 144)]
 SPLIT_SHARES = (("train", 0.5), ("dev", 0.25), ("test", 0.25))
@@ -223,6 +225,11 @@ def _groups() -> list[tuple[str, list[str], list[str], frozenset[str]]]:
     return groups
 
 
+def _labels_of(group: str) -> frozenset[str]:
+    category = group.removeprefix("benign-")
+    return frozenset() if group.startswith("benign-") else frozenset({category, *HARMFUL[category][0]})
+
+
 def build() -> dict[str, list[LabeledPost]]:
     """All splits in memory."""
     builder = _Builder()
@@ -234,6 +241,12 @@ def build() -> dict[str, list[LabeledPost]]:
             builder.phrasing(split, p, index)
     for index, split in enumerate(_splits("scene", 48)):
         builder.scene(split, index)
+    # The third batch comes after every earlier post, so their ids and bytes stay as they were.
+    third = [(c, texts) for c, texts in HARMFUL_THIRD.items()] + [(f"benign-{n}", t) for n, t in BENIGN_THIRD.items()]
+    for group, texts in third:
+        phrasings = [Phrasing(group, t, _labels_of(group)) for t in texts]
+        for index, (p, split) in enumerate(zip(phrasings, _splits(f"{group}/third", len(texts)), strict=True)):
+            builder.phrasing(split, p, index)
     return builder.posts
 
 
