@@ -19,9 +19,11 @@ from moderator.model.evaluation import (
     choose_thresholds,
     encode_examples,
     post_level,
+    read_examples,
     threshold_at_fpr,
 )
 from moderator.model.heads import TaskHead, load_heads, train_head
+from moderator.model.offline import PostText
 from moderator.model.scoring import Encoded, HeadStack
 
 CATEGORIES = ("scam", "drugs")
@@ -261,3 +263,29 @@ def test_encoded_sets_are_cached_by_encoder_prompts_and_content(tmp_path: Path) 
     assert (classifier.encoded, other.encoded) == (6, 3), "an edit or another encoder must re-encode"
     encode_examples(classifier, posts, cache_dir=None)  # type: ignore[arg-type]
     assert classifier.encoded == 9
+
+
+class _CountingReader:
+    """Reads a post as its upper-cased caption; counts the posts it was asked to read."""
+
+    def __init__(self, ocr: str) -> None:
+        self.encoder_components = {"image_nsfw": "n@1", "ocr": ocr, "text_encoder": "t@1", "features": "f@1"}
+        self.read_posts = 0
+
+    def read(self, items: list) -> list[PostText]:
+        self.read_posts += len(items)
+        return [PostText(caption=(item.text or "").upper(), ocr_text="", ocr_spaced="", nsfw=0.0, has_image=False)
+                for item in items]
+
+
+def test_posts_read_once_are_not_read_again_when_the_set_grows(tmp_path: Path) -> None:
+    posts = [LabeledPost(Post(post_id=f"p{i}", user_id="u", text=f"post {i}"), {"scam": 0}) for i in range(5)]
+    reader = _CountingReader("ocr@1")
+    first = read_examples(reader, posts[:3], batch_size=2, cache_dir=tmp_path)  # type: ignore[arg-type]
+    grown = read_examples(reader, [posts[4], *posts], batch_size=2, cache_dir=tmp_path)  # type: ignore[arg-type]
+    assert reader.read_posts == 5, "only the two new posts are read, a repeated one once"
+    assert [t.caption for t in first] == ["POST 0", "POST 1", "POST 2"]
+    assert [t.caption for t in grown] == ["POST 4", "POST 0", "POST 1", "POST 2", "POST 3", "POST 4"]
+    other = _CountingReader("ocr@2")
+    read_examples(other, posts, cache_dir=tmp_path)  # type: ignore[arg-type]
+    assert other.read_posts == 5, "another OCR model reads every post again"

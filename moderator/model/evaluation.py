@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -85,28 +85,33 @@ def read_examples(
     cache_dir: Path | None = FEATURE_CACHE_DIR,
 ) -> list[PostText]:
     """The offline stack's reading of labeled posts (OCR, open_nsfw, text clean-up), kept in
-    ``cache_dir`` under a digest of those components and the posts: tuning the text layers and
-    every fold after it reuse it."""
+    ``cache_dir`` per post under a digest of those components: tuning the text layers, every fold
+    after it and a labeled set grown by new posts reuse what was read before."""
     from moderator.model.offline import PostText
 
     components = {k: classifier.encoder_components[k] for k in ("image_nsfw", "ocr", "text_encoder", "features")}
-    digest = hashlib.sha256(json.dumps(components, sort_keys=True).encode())
-    for ex in examples:
-        digest.update(ex.post.model_dump_json().encode())
-    path = cache_dir / f"texts-{digest.hexdigest()[:24]}.json" if cache_dir is not None else None
+    path = None
+    if cache_dir is not None:
+        path = cache_dir / f"texts-{hashlib.sha256(json.dumps(components, sort_keys=True).encode()).hexdigest()[:24]}.json"
+    known: dict[str, dict[str, Any]] = {}
     if path is not None and path.is_file():
-        return [PostText(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
-    texts = [
-        text
-        for start in range(0, len(examples), batch_size)
-        for text in classifier.read([to_model_input(ex.post) for ex in examples[start : start + batch_size]])
-    ]
-    if path is not None:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    keys = [hashlib.sha256(ex.post.model_dump_json().encode()).hexdigest()[:32] for ex in examples]
+    first: dict[str, int] = {}  # each unread post once, at its first position
+    for k, key in enumerate(keys):
+        if key not in known:
+            first.setdefault(key, k)
+    missing = list(first.values())
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        for k, text in zip(chunk, classifier.read([to_model_input(examples[k].post) for k in chunk]), strict=True):
+            known[keys[k]] = asdict(text)
+    if path is not None and missing:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp")
-        partial.write_text(json.dumps([asdict(t) for t in texts]), encoding="utf-8")
+        partial.write_text(json.dumps(known), encoding="utf-8")
         partial.replace(path)
-    return texts
+    return [PostText(**known[key]) for key in keys]
 
 
 def embedding_slots(classifier: HeadedClassifier) -> tuple[tuple[int, int], ...]:
