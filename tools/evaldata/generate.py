@@ -225,15 +225,11 @@ def _groups() -> list[tuple[str, list[str], list[str], frozenset[str]]]:
     return groups
 
 
-def _labels_of(group: str) -> frozenset[str]:
-    category = group.removeprefix("benign-")
-    return frozenset() if group.startswith("benign-") else frozenset({category, *HARMFUL[category][0]})
-
-
 def build() -> dict[str, list[LabeledPost]]:
     """All splits in memory."""
     builder = _Builder()
-    for group, first, second, labels in _groups():
+    groups = _groups()
+    for group, first, second, labels in groups:
         phrasings = [Phrasing(group, t, labels | frozenset(ALSO.get(t, ()))) for t in [*first, *second]]
         # Each batch split on its own, so that adding phrasings never moves an existing one.
         splits = _splits(group, len(first)) + _splits(f"{group}/more", len(second))
@@ -242,9 +238,10 @@ def build() -> dict[str, list[LabeledPost]]:
     for index, split in enumerate(_splits("scene", 48)):
         builder.scene(split, index)
     # The third batch comes after every earlier post, so their ids and bytes stay as they were.
+    labels_of = {group: labels for group, _, _, labels in groups}
     third = [(c, texts) for c, texts in HARMFUL_THIRD.items()] + [(f"benign-{n}", t) for n, t in BENIGN_THIRD.items()]
     for group, texts in third:
-        phrasings = [Phrasing(group, t, _labels_of(group)) for t in texts]
+        phrasings = [Phrasing(group, t, labels_of[group]) for t in texts]
         for index, (p, split) in enumerate(zip(phrasings, _splits(f"{group}/third", len(texts)), strict=True)):
             builder.phrasing(split, p, index)
     return builder.posts
