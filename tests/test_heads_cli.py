@@ -69,7 +69,7 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     tuned_dir = tmp_path / "tuned"
     result = runner.invoke(app, ["heads", "train", "--data", str(train), "--dev", str(dev), "--out", str(tuned_dir),
                                  "--policy-dir", policy_dir, "--cv-folds", "2", "--tune-layers", "1",
-                                 "--tune-epochs", "1"])
+                                 "--tune-epochs", "1", "--final", "refit"])
     assert result.exit_code == 0, result.output
     tuned = TaskHead.load(tuned_dir / "task-head.json")
     assert tuned.metrics["text_layers"]["depth"] == 1 and (tuned_dir / "text-layers.safetensors").is_file()
@@ -78,6 +78,23 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     assert classifier.stack.heads and classifier.stack.heads[0].version == tuned.version
     result = runner.invoke(app, ["heads", "train", "--data", str(train), "--cv-folds", "1", "--tune-layers", "1"])
     assert result.exit_code != 0 and "--tune-layers needs" in result.output
+
+    # The fold models averaged (the default) instead of refitted: same thresholds (same folds), another head and
+    # layers, which load as a pair like the refit's.
+    soup_dir = tmp_path / "soup"
+    result = runner.invoke(app, ["heads", "train", "--data", str(train), "--dev", str(dev), "--out", str(soup_dir),
+                                 "--policy-dir", policy_dir, "--cv-folds", "2", "--tune-layers", "1",
+                                 "--tune-epochs", "1", "--final", "soup"])
+    assert result.exit_code == 0, result.output
+    soup = TaskHead.load(soup_dir / "task-head.json")
+    assert soup.metrics["final"] == "average of the 2 fold models" and tuned.metrics["final"] == "refit on all examples"
+    assert soup.metrics["thresholds"] == tuned.metrics["thresholds"] and soup.version != tuned.version
+    classifier = OfflineStackClassifier(load_policy(ROOT / "policies" / "default.yaml").head_spec(), device="cpu", heads_dir=soup_dir)
+    assert classifier.stack.heads and classifier.stack.heads[0].version == soup.version
+    for bad, message in ((["--cv-folds", "2", "--kind", "mlp"], "averages linear heads"),
+                         (["--cv-folds", "2", "--final", "best"], "--final best")):
+        result = runner.invoke(app, ["heads", "train", "--data", str(train), *bad])
+        assert result.exit_code != 0 and message in result.output
 
     result = runner.invoke(
         app, ["heads", "eval", "--data", str(test), "--heads-dir", str(heads), "--policy-dir", policy_dir, "--markdown"]

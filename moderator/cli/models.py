@@ -50,6 +50,13 @@ TuneLayersOption = Annotated[
 TuneEpochsOption = Annotated[int, typer.Option("--tune-epochs", help="Epochs of --tune-layers training")]
 TuneLrOption = Annotated[float, typer.Option("--tune-lr", help="AdamW learning rate of the tuned layers (the head's "
                                                                "is a tenth of it)")]
+# How ``--cv-folds`` makes the head it writes (``FinalOption``).
+FINAL_HEADS = ("soup", "refit")
+FinalOption = Annotated[
+    str, typer.Option("--final", help="With --cv-folds, the head written: soup (the chosen L2's fold models averaged, "
+                      "tuned layers too: the models whose out-of-fold scores chose the thresholds) or refit (fitted "
+                      "again on all of the data, whose scores can sit on another scale than the thresholds')")
+]
 AllocationOption = Annotated[
     str, typer.Option("--allocation", help="With --cv-folds, how the post-level FPR budget is shared: maximin (lower "
                       "the category with the lowest recall first, so each gets a share) or total (lower whichever "
@@ -159,6 +166,7 @@ def train(
     ] = None,
     cv_folds: CvFoldsOption = 0,
     allocation: AllocationOption = "maximin",
+    final: FinalOption = "soup",
     tune_layers: TuneLayersOption = 0,
     tune_epochs: TuneEpochsOption = 3,
     tune_lr: TuneLrOption = 1e-3,
@@ -174,7 +182,9 @@ def train(
     from moderator.evaldata import DEV_PATH, TRAIN_PATH
     from moderator.model.tuning import TuneSettings
 
-    _check_choices(kind, allocation)
+    if final == "soup" and cv_folds < 2:
+        final = "refit"  # without folds there is nothing to average: one head on --data
+    _check_choices(kind, allocation, final)
     settings = _settings(policy_dir, None)
     out_dir = out or settings.heads_dir or Path("heads")
     data_path = data or TRAIN_PATH
@@ -193,7 +203,8 @@ def train(
                       benign_weight=benign_weight, tuning=tuning)
         strength, head, calibration, thresholds = _cross_validated(
             classifier, (examples, encoded, labels), sources, l2 or [1e-2], fit, folds=cv_folds,
-            benign_weight=benign_weight, fpr=fpr, margins=margins, allocation=allocation, out_dir=out_dir)
+            benign_weight=benign_weight, fpr=fpr, margins=margins, allocation=allocation, final=final,
+            out_dir=out_dir)
         chosen_for = f"{fpr:g} post-level FPR on {cv_folds}-fold out-of-fold scores ({allocation})"
     else:
         strength, head, calibration = _best_on_dev(classifier, encoded, labels, dev_set, l2 or [1e-2], name=name,
@@ -226,8 +237,8 @@ def _write_head(head: TaskHead, calibration: Calibration, spec: HeadSpec, out_di
 LabeledSet = tuple["list[LabeledPost]", "Encoded", np.ndarray]
 
 
-def _check_choices(kind: str, allocation: str) -> None:
-    """Refuse a head kind or budget allocation that does not exist."""
+def _check_choices(kind: str, allocation: str, final: str) -> None:
+    """Refuse a head kind, budget allocation or final head that does not exist (or a soup of MLPs)."""
     from moderator.model.crossval import ALLOCATIONS
     from moderator.model.heads import HEAD_KINDS
 
@@ -235,6 +246,10 @@ def _check_choices(kind: str, allocation: str) -> None:
         fail(f"--kind {kind}: must be one of {', '.join(HEAD_KINDS)}")
     if allocation not in ALLOCATIONS:
         fail(f"--allocation {allocation}: must be one of {', '.join(ALLOCATIONS)}")
+    if final not in FINAL_HEADS:
+        fail(f"--final {final}: must be one of {', '.join(FINAL_HEADS)}")
+    if final == "soup" and kind == "mlp":
+        fail("--final soup averages linear heads: use --kind shared or linear, or --final refit")
 
 
 def _encoded(classifier: HeadedClassifier, path: Path, what: str) -> LabeledSet:
@@ -278,8 +293,7 @@ Fit = Callable[[float, np.ndarray], "tuple[TaskHead, Calibration, Encoded, Tuned
 def _fitter(classifier: HeadedClassifier, data: LabeledSet, *, name: str, kind: HeadKind, steps: int,
             benign_weight: float, tuning: TuneSettings | None) -> Fit:
     """How a head is fitted on some rows: on the frozen features, or tuned with the text layers."""
-    from moderator.model.calibration import Calibration
-    from moderator.model.evaluation import fit_heads, read_examples
+    from moderator.model.evaluation import fit_heads, read_examples, zero_shot_calibration
     from moderator.model.offline import OfflineStackClassifier
     from moderator.model.tuning import fit_tuned_head, text_states, tuned_encoded
 
@@ -298,27 +312,29 @@ def _fitter(classifier: HeadedClassifier, data: LabeledSet, *, name: str, kind: 
     def tuned(l2: float, rows: np.ndarray) -> tuple[TaskHead, Calibration, Encoded, TunedLayers | None]:
         head, layers = fit_tuned_head(classifier, states, encoded, labels, rows, name=name, steps=steps, l2=l2,
                                       benign_weight=benign_weight, settings=tuning)
-        calibration = Calibration(classifier.default_calibration).fit(classifier.spec.names,
-                                                                      encoded.zero_shot[rows], labels[rows])
+        calibration = zero_shot_calibration(classifier, encoded.rows(rows), labels[rows])
         return head, calibration, tuned_encoded(layers, states, encoded), layers
     return tuned
 
 
 def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: list[Path], strengths: list[float],
                      fit: Fit, *, folds: int, benign_weight: float, fpr: float, margins: list[float], allocation: str,
-                     out_dir: Path) -> tuple[float, TaskHead, Calibration, dict[str, float]]:
+                     final: str, out_dir: Path) -> tuple[float, TaskHead, Calibration, dict[str, float]]:
     """L2 and margin with the best held-out recall within ``fpr`` under grouped k-fold, thresholds on
-    its out-of-fold scores, and the head fitted on all of ``data`` (tuned text layers, if any,
-    written to ``out_dir``)."""
+    its out-of-fold scores, and the head: its fold models averaged (``final`` soup) or fitted on all
+    of ``data`` (refit); tuned text layers, if any, written to ``out_dir``."""
     from moderator.model.crossval import best_setting, cross_validate
     from moderator.model.evaluation import category_metrics
     from moderator.model.scoring import HeadStack
 
     examples, encoded, labels = data
     names = classifier.spec.names
+    fold_fits: dict[float, list[tuple[TaskHead, TunedLayers | None]]] = {}
 
     def score(l2: float, train: np.ndarray, held: np.ndarray) -> np.ndarray:
-        head, calibration, features, _ = fit(l2, train)
+        head, calibration, features, layers = fit(l2, train)
+        if final == "soup":
+            fold_fits.setdefault(l2, []).append((head, layers))
         return HeadStack(names, calibration, [head]).scores(features.rows(held))
 
     results = cross_validate(examples, labels, names, folds, fpr, strengths, score, margins=margins,
@@ -328,7 +344,10 @@ def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: li
                      f"{r.held_out.false_positive_rate:.3f}, lowest category {r.held_out.minimum_category_recall:.3f} "
                      f"({folds} folds, thresholds chosen on the others)")
     best = best_setting(results, fpr)
-    head, calibration, _, layers = fit(best.l2, np.arange(len(examples)))
+    if final == "soup":
+        head, calibration, layers = _soup(classifier, fold_fits[best.l2], encoded, labels)
+    else:
+        head, calibration, _, layers = fit(best.l2, np.arange(len(examples)))
     if layers is not None:
         layers.save(out_dir)
     head.metrics = {
@@ -338,6 +357,7 @@ def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: li
         "l2": best.l2,
         "benign_weight": benign_weight,
         "cv_folds": folds,
+        "final": f"average of the {folds} fold models" if final == "soup" else "refit on all examples",
         "text_layers": {"depth": layers.depth, "version": layers.version} if layers is not None else None,
         "oof_roc_auc": {m.category: m.roc_auc for m in category_metrics(names, examples, best.scores, labels)},
         "held_out": {"recall": best.held_out.recall, "false_positive_rate": best.held_out.false_positive_rate,
@@ -347,6 +367,23 @@ def _cross_validated(classifier: HeadedClassifier, data: LabeledSet, sources: li
                        "data": f"{folds}-fold out-of-fold", "by_category": best.thresholds},
     }
     return best.l2, head, calibration, best.thresholds
+
+
+def _soup(classifier: HeadedClassifier, fits: list[tuple[TaskHead, TunedLayers | None]], encoded: Encoded,
+          labels: np.ndarray) -> tuple[TaskHead, Calibration, TunedLayers | None]:
+    """The fold models' heads and tuned layers averaged, and zero-shot calibration on every post."""
+    from moderator.model.evaluation import zero_shot_calibration
+    from moderator.model.offline import OfflineStackClassifier
+    from moderator.model.soup import averaged_head, averaged_layers
+
+    head = averaged_head([h for h, _ in fits])
+    tuned = [layers for _, layers in fits if layers is not None]
+    layers = averaged_layers(tuned) if tuned else None
+    if layers is not None:
+        if not isinstance(classifier, OfflineStackClassifier):  # refused earlier by _training_classifier
+            raise TypeError(f"tuned layers need the offline stack, not {type(classifier).__name__}")
+        head.encoder = classifier.tuned_encoder_id(layers)
+    return head, zero_shot_calibration(classifier, encoded, labels), layers
 
 
 def _record_metrics(head: TaskHead, names: list[str], calibration: Calibration,

@@ -151,8 +151,12 @@ def fit_heads(
         encoded.features, labels, names, classifier.encoder_id, name=name, kind=kind, steps=steps, l2=l2, seed=seed,
         slots=slots, benign_weight=benign_weight,
     )
-    calibration = Calibration(classifier.default_calibration).fit(names, encoded.zero_shot, labels)
-    return head, calibration
+    return head, zero_shot_calibration(classifier, encoded, labels)
+
+
+def zero_shot_calibration(classifier: HeadedClassifier, encoded: Encoded, labels: np.ndarray) -> Calibration:
+    """Platt calibration of ``classifier``'s zero-shot heads on ``encoded`` posts and their labels."""
+    return Calibration(classifier.default_calibration).fit(classifier.spec.names, encoded.zero_shot, labels)
 
 
 def threshold_at_fpr(negative_scores: np.ndarray, fpr: float) -> float:
